@@ -1,0 +1,500 @@
+r"""Masked linear layers and MADE, the masked autoregressive conditioner.
+
+MADE (Germain et al., 2015) multiplies the weights of an autoencoder by binary masks,
+:math:`h = g((W \odot M) x + b)`, so that the outputs for input :math:`x_d` depend only
+on the inputs that come before :math:`x_d` in an order. One pass then gives the
+parameters of every conditional :math:`p(x_d \mid x_{<d})`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowkit.nn import masks as M
+
+__all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+    "softplus": nn.Softplus,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+class LostDependencyWarning(UserWarning):
+    """A MADE whose hidden layers are too narrow to keep every conditional dependency."""
+
+
+class MaskedLinear(nn.Linear):
+    r"""A linear layer whose weight is multiplied by a fixed boolean mask,
+    :math:`y = (W \odot M) x + b`.
+
+    The mask is a registered buffer, so it follows ``.to()``, ``.double()``, the
+    ``state_dict`` and pickling. Weights are initialised like :class:`torch.nn.Linear`
+    but with each unit's fan-in counted after masking, so sparse rows are not
+    initialised too small.
+
+    Args:
+        mask: A boolean tensor of shape ``(out_features, in_features)``.
+        bias: Whether to add a bias.
+
+    Example:
+        >>> layer = MaskedLinear(torch.tensor([[True, False], [True, True]]))
+        >>> layer(torch.ones(2)).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, mask: Tensor, bias: bool = True):
+        out_features, in_features = mask.shape
+        super().__init__(in_features, out_features, bias=bias)
+        self.register_buffer("mask", mask.bool().clone())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not hasattr(self, "mask"):  # nn.Linear.__init__ calls this before the mask exists
+            return
+        fan_in = self.mask.sum(dim=1, keepdim=True).clamp(min=1).to(self.weight.dtype)
+        bound = 1.0 / fan_in.sqrt()
+        with torch.no_grad():
+            self.weight.uniform_(-1.0, 1.0).mul_(bound)
+            if self.bias is not None:
+                self.bias.uniform_(-1.0, 1.0).mul_(bound.squeeze(1))
+
+    def set_mask(self, mask: Tensor) -> None:
+        """Replaces the mask in place (same shape)."""
+        self.mask.copy_(mask)
+
+    def masked_weight(self) -> Tensor:
+        """The effective weight :math:`W \\odot M`."""
+        return self.weight * self.mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.masked_weight(), self.bias)
+
+
+class MADE(nn.Module):
+    r"""Masked Autoencoder for Distribution Estimation.
+
+    Maps ``x`` of shape ``(..., D)`` to parameters for every conditional
+    :math:`p(x_d \mid x_{<d}, c)`: the outputs for input ``d`` depend only on the inputs
+    that come before ``d`` in ``permutation`` (and on the optional context ``c``).
+
+    The call convention is Pyro's :class:`pyro.nn.AutoRegressiveNN`, so a MADE with
+    ``param_dims=[1, 1]`` is a drop-in ``autoregressive_nn`` for
+    :class:`pyro.distributions.transforms.AffineAutoregressive`:
+
+    * ``param_dims=[1]``: one tensor ``(..., D)``;
+    * ``param_dims=[p]``: one tensor ``(..., p, D)``;
+    * ``param_dims=[1, 1, ...]``: a tuple of ``(..., D)`` tensors;
+    * otherwise a tuple with one ``(..., p_i, D)`` tensor for each ``p_i``.
+
+    :meth:`raw_output` gives all parameters as one ``(..., sum(param_dims), D)`` tensor.
+
+    A MADE can hold several mask sets (orders and hidden degrees) and switch between
+    them with :meth:`set_mask`: that is the MADE paper's order- and connectivity-agnostic
+    training (cycle masks per minibatch) and ensembling (average over masks).
+
+    Args:
+        input_dim: The number of inputs ``D``.
+        hidden_dims: The widths of the hidden layers (at least one).
+        param_dims: The number of parameters per input, per group, as in Pyro.
+        context_dim: The size of the context (conditioning) input; 0 for none.
+        order: ``"natural"``, ``"reversed"``, ``"random"`` or a permutation of
+            ``range(D)`` listing the inputs in autoregressive order (see
+            :func:`~flowkit.nn.masks.make_order`). With ``"random"`` every mask set
+            gets its own order.
+        degrees: Hidden-degree scheme, ``"even"`` or ``"random"`` (see
+            :func:`~flowkit.nn.masks.hidden_degrees`).
+        activation: A name (``"relu"``, ``"elu"``, ``"tanh"``, ``"gelu"``, ``"silu"``,
+            ``"leaky_relu"``, ``"softplus"``, ``"sigmoid"``), a module or a module class.
+        skip_connections: Add direct masked connections from inputs (and context)
+            to outputs.
+        residual: Make every hidden layer after the first residual,
+            :math:`h_l = h_{l-1} + g(W_l h_{l-1} + b_l)`. Needs equal widths.
+        num_masks: The number of mask sets.
+        seed: An int or a :class:`torch.Generator` that fixes the masks; ``None`` draws
+            them from torch's global generator (as Pyro does).
+        on_lost_dependencies: ``"warn"`` (default) or ``"raise"`` when hidden layers
+            narrower than ``D - 1`` leave some allowed (input, output) pairs unconnected;
+            :meth:`lost_dependencies` lists them.
+
+    Example:
+        >>> made = MADE(3, [16, 16], param_dims=[1, 1], order="reversed", seed=0)
+        >>> loc, log_scale = made(torch.randn(5, 3))
+        >>> loc.shape
+        torch.Size([5, 3])
+        >>> made.permutation
+        tensor([2, 1, 0])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int],
+        param_dims: Sequence[int] = (1,),
+        context_dim: int = 0,
+        order: str | Sequence[int] | Tensor = "natural",
+        degrees: str = "even",
+        activation: str | nn.Module | type[nn.Module] | Callable[[Tensor], Tensor] = "relu",
+        skip_connections: bool = False,
+        residual: bool = False,
+        num_masks: int = 1,
+        seed: int | torch.Generator | None = None,
+        on_lost_dependencies: str = "warn",
+    ):
+        super().__init__()
+        M._check_positive_int(input_dim, "input_dim")
+        hidden_dims = _check_int_list(hidden_dims, "hidden_dims")
+        param_dims = _check_int_list(param_dims, "param_dims")
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+            raise ValueError(f"context_dim: expected a non-negative int, got {context_dim!r}")
+        M._check_positive_int(num_masks, "num_masks")
+        if degrees not in M.DEGREE_SCHEMES:
+            raise ValueError(f"degrees: expected one of {M.DEGREE_SCHEMES}, got {degrees!r}")
+        if residual and len(set(hidden_dims)) > 1:
+            raise ValueError(f"hidden_dims: residual=True needs equal widths, got {hidden_dims}")
+        if on_lost_dependencies not in ("warn", "raise"):
+            raise ValueError(f"on_lost_dependencies: expected 'warn' or 'raise', got {on_lost_dependencies!r}")
+
+        self.input_dim = input_dim
+        self.hidden_dims = hidden_dims
+        self.param_dims = param_dims
+        self.context_dim = context_dim
+        self.residual = residual
+        self.num_masks = num_masks
+
+        generator = _generator(seed)
+        sets = [self._draw_degrees(order, degrees, generator) for _ in range(num_masks)]
+        self.register_buffer("orders", torch.stack([M.order_from_degrees(s[0]) for s in sets]))
+        for layer in range(len(hidden_dims)):
+            self.register_buffer(f"hidden_degrees_{layer}", torch.stack([s[1][layer] for s in sets]))
+        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))
+
+        first, *middle, last, skip = self._masks(0)
+        self.input_layer = MaskedLinear(first)
+        self.hidden_layers = nn.ModuleList(MaskedLinear(mask) for mask in middle)
+        self.output_layer = MaskedLinear(last)
+        self.skip_layer = MaskedLinear(skip, bias=False) if skip_connections else None
+        self.context_layer = nn.Linear(context_dim, hidden_dims[0], bias=False) if context_dim else None
+        self.context_skip_layer = (
+            nn.Linear(context_dim, last.shape[0], bias=False) if context_dim and skip_connections else None
+        )
+        self.activation = _activation(activation)
+        self._report_lost_dependencies(on_lost_dependencies)
+
+    # ----------------------------------------------------------------- structure
+    def _draw_degrees(self, order, scheme: str, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+        input_degrees = M.degrees_from_order(M.make_order(self.input_dim, order, generator))
+        # Degree-0 units see only the context; with no context they are useful only when D = 1.
+        low = 0 if self.context_dim or self.input_dim == 1 else 1
+        high = max(self.input_dim - 1, low)
+        hidden = []
+        for width in self.hidden_dims:
+            if self.residual and hidden:
+                layer_degrees = hidden[-1]  # h + f(h) needs matching degrees
+            else:
+                layer_degrees = M.hidden_degrees(width, low, high, scheme, generator)
+            low = int(layer_degrees.min())  # a unit below the previous layer's minimum would see nothing
+            hidden.append(layer_degrees)
+        return input_degrees, hidden
+
+    def degrees(self, index: int | None = None) -> list[Tensor]:
+        """Degrees of the inputs and of each hidden layer for mask set ``index``
+        (default: the active one)."""
+        index = self._check_index(index)
+        order = self.orders[index]
+        hidden = [getattr(self, f"hidden_degrees_{layer}")[index] for layer in range(len(self.hidden_dims))]
+        return [M.degrees_from_order(order), *hidden]
+
+    def _masks(self, index: int) -> list[Tensor]:
+        """Masks of mask set ``index``: input layer, hidden layers, output, skip."""
+        input_degrees, *hidden = self.degrees(index)
+        output_degrees = input_degrees.repeat(sum(self.param_dims))
+        masks = [M.hidden_mask(input_degrees, hidden[0])]
+        masks += [M.hidden_mask(prev, nxt) for prev, nxt in zip(hidden, hidden[1:])]
+        masks.append(M.output_mask(hidden[-1], output_degrees))
+        masks.append(M.output_mask(input_degrees, output_degrees))
+        return masks
+
+    def masks(self, index: int | None = None) -> list[Tensor]:
+        """The boolean masks of mask set ``index`` (default: the active one), first
+        layer first; the direct input-to-output mask is last when ``skip_connections``."""
+        index = self._check_index(index)
+        *chain, skip = self._masks(index)
+        return chain + ([skip] if self.skip_layer is not None else [])
+
+    def connectivity(self, index: int | None = None) -> Tensor:
+        """A ``(D, D)`` boolean matrix: ``[i, j]`` is True when some path of the mask set
+        connects input ``j`` to any output parameter of input ``i``."""
+        index = self._check_index(index)
+        *chain, skip = self._masks(index)
+        residual = [False, *([self.residual] * len(self.hidden_layers)), False]
+        reach = M.connectivity(chain, residual, skip if self.skip_layer is not None else None)
+        return reach.unflatten(0, (-1, self.input_dim)).any(dim=0)
+
+    def lost_dependencies(self, index: int | None = None) -> list[tuple[int, int]]:
+        """The ``(input, output)`` pairs that the order allows but the masks of set
+        ``index`` cannot connect (only when a hidden layer is narrower than ``D - 1``)."""
+        input_degrees = self.degrees(index)[0]
+        return M.lost_dependencies(self.connectivity(index), input_degrees, input_degrees)
+
+    def _report_lost_dependencies(self, action: str) -> None:
+        allowed = self.input_dim * (self.input_dim - 1) // 2
+        for index in range(self.num_masks):
+            lost = self.lost_dependencies(index)
+            if not lost:
+                continue
+            shown = ", ".join(f"{j}->{i}" for j, i in lost[:8]) + (", ..." if len(lost) > 8 else "")
+            message = (
+                f"MADE(input_dim={self.input_dim}, hidden_dims={self.hidden_dims}): mask set {index} "
+                f"cannot connect {len(lost)} of {allowed} allowed (input->output) pairs: {shown}. "
+                f"Layers of width >= {self.input_dim - 1} keep them all; made.lost_dependencies() lists them."
+            )
+            if action == "raise":
+                raise ValueError(f"hidden_dims: {message}")
+            warnings.warn(message, LostDependencyWarning, stacklevel=3)
+
+    # ----------------------------------------------------------------- mask sets
+    def _check_index(self, index: int | None) -> int:
+        if index is None:
+            return int(self.mask_index)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.num_masks:
+            raise ValueError(f"index: expected an int in [0, {self.num_masks}), got {index!r}")
+        return index
+
+    def set_mask(self, index: int) -> None:
+        """Activates mask set ``index`` (order and hidden degrees) in every layer."""
+        index = self._check_index(index)
+        first, *middle, last, skip = self._masks(index)
+        self.input_layer.set_mask(first)
+        for layer, mask in zip(self.hidden_layers, middle):
+            layer.set_mask(mask)
+        self.output_layer.set_mask(last)
+        if self.skip_layer is not None:
+            self.skip_layer.set_mask(skip)
+        self.mask_index.fill_(index)
+
+    def next_mask(self) -> int:
+        """Activates the next mask set (cyclically) and returns its index."""
+        index = (int(self.mask_index) + 1) % self.num_masks
+        self.set_mask(index)
+        return index
+
+    @property
+    def permutation(self) -> Tensor:
+        """The active order: ``permutation[k]`` is the input that comes ``k``-th (Pyro's
+        attribute, read by its transforms to invert)."""
+        return self.orders[self.mask_index]
+
+    def get_permutation(self) -> Tensor:
+        """The active order, as :meth:`pyro.nn.AutoRegressiveNN.get_permutation`."""
+        return self.permutation
+
+    # ------------------------------------------------------------------ forward
+    def _check_inputs(self, x: Tensor, context: Tensor | None) -> None:
+        _check_tensor(x, "x", self.input_dim, "input_dim")
+        if self.context_dim == 0:
+            if context is not None:
+                raise ValueError("context: this MADE was built with context_dim=0 and takes no context")
+            return
+        if context is None:
+            raise ValueError(f"context: this MADE needs a context of size context_dim={self.context_dim}")
+        _check_tensor(context, "context", self.context_dim, "context_dim")
+        try:
+            torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+        except RuntimeError:
+            raise ValueError(
+                f"context: batch shape {tuple(context.shape[:-1])} does not broadcast with "
+                f"x's batch shape {tuple(x.shape[:-1])}"
+            ) from None
+
+    def raw_output(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """All parameters as one tensor of shape ``(..., sum(param_dims), D)``."""
+        self._check_inputs(x, context)
+        h = self.input_layer(x)
+        if context is not None:
+            h = h + self.context_layer(context)
+        h = self.activation(h)
+        for layer in self.hidden_layers:
+            update = self.activation(layer(h))
+            h = h + update if self.residual else update
+        out = self.output_layer(h)
+        if self.skip_layer is not None:
+            out = out + self.skip_layer(x)
+            if context is not None:
+                out = out + self.context_skip_layer(context)
+        return out.unflatten(-1, (-1, self.input_dim))
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor | tuple[Tensor, ...]:
+        """Parameters of every conditional, split like Pyro's ``AutoRegressiveNN``."""
+        return self.split_params(self.raw_output(x, context))
+
+    def split_params(self, out: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """Splits a ``(..., sum(param_dims), D)`` tensor in Pyro's output layout."""
+        if len(self.param_dims) == 1:
+            return out.squeeze(-2) if self.param_dims[0] == 1 else out
+        if all(p == 1 for p in self.param_dims):
+            return out.unbind(-2)
+        return tuple(out.split(self.param_dims, dim=-2))
+
+    # ----------------------------------------------------- sequential direction
+    def sequential(
+        self,
+        step: Callable[[Tensor, int], Tensor],
+        batch_shape: Sequence[int] = (),
+        context: Tensor | None = None,
+        method: str = "fast",
+    ) -> tuple[Tensor, Tensor]:
+        r"""Builds ``x`` one input at a time in autoregressive order.
+
+        For ``k = 0, ..., D-1`` with ``i = permutation[k]``, computes the MADE outputs
+        for input ``i`` (which depend only on the inputs already built) and sets
+        ``x[..., i] = step(params, i)``, where ``params`` has shape
+        ``(..., sum(param_dims))``. This is MAF sampling, IAF inversion and ancestral
+        sampling of MADE density models.
+
+        ``method="fast"`` computes each hidden unit exactly once: since units are sorted
+        by degree, the units of degree ``k`` (in every layer) are final as soon as the
+        inputs of rank ``<= k`` are known, so step ``k + 1`` evaluates only that thin
+        slice of each layer. The arithmetic of the whole loop is about one forward pass.
+        ``method="naive"`` runs a full forward pass per input; it is the reference.
+
+        Args:
+            step: ``step(params, i) -> x_i``, with ``params`` of shape
+                ``(*batch, sum(param_dims))`` and ``x_i`` of shape ``batch``.
+            batch_shape: The batch shape of ``x`` (broadcast with the context's).
+            context: The context, if the MADE has one.
+            method: ``"fast"`` or ``"naive"``.
+
+        Returns:
+            ``(x, params)``: ``x`` of shape ``(*batch, D)`` and the MADE outputs at ``x``,
+            of shape ``(*batch, sum(param_dims), D)``.
+
+        Example:
+            >>> made = MADE(3, [8], seed=0)
+            >>> x, params = made.sequential(lambda p, i: p[..., 0] + 1.0, batch_shape=(4,))
+            >>> torch.allclose(params, made.raw_output(x))
+            True
+        """
+        batch_shape = torch.Size(batch_shape)
+        if context is not None:
+            _check_tensor(context, "context", self.context_dim, "context_dim")
+            batch_shape = torch.broadcast_shapes(batch_shape, context.shape[:-1])
+        probe = self.output_layer.weight.new_zeros(batch_shape + (self.input_dim,))
+        self._check_inputs(probe, context)
+        if method == "fast":
+            return self._sequential_fast(step, batch_shape, context)
+        if method == "naive":
+            return self._sequential_naive(step, probe, context)
+        raise ValueError(f"method: expected 'fast' or 'naive', got {method!r}")
+
+    def _sequential_naive(self, step, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        columns = list(x.unbind(-1))
+        for i in self.permutation.tolist():
+            params = self.raw_output(torch.stack(columns, dim=-1), context)
+            columns[i] = step(params[..., i], i)
+        x = torch.stack(columns, dim=-1)
+        return x, self.raw_output(x, context)
+
+    def _sequential_fast(self, step, batch_shape: torch.Size, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        D, P = self.input_dim, sum(self.param_dims)
+        order = self.permutation
+        input_degrees, *hidden = self.degrees()
+        # ready[l][k]: how many units of hidden layer l have degree <= k (units are sorted).
+        steps = torch.arange(D, device=order.device)
+        ready = [[0, *torch.searchsorted(degrees, steps, right=True).tolist()] for degrees in hidden]
+        layers = [self.input_layer, *self.hidden_layers]
+        weights = [layer.masked_weight() for layer in layers]
+        weights[0] = weights[0][:, order]  # input columns in rank order
+        # Output rows for the input of rank k: p * D + order[k] for every parameter p.
+        out_rows = (torch.arange(P, device=order.device)[:, None] * D + order[None, :]).T
+        out_weight = self.output_layer.masked_weight()[out_rows]  # (D, P, H_last)
+        out_bias = self.output_layer.bias[out_rows]  # (D, P)
+        if self.skip_layer is not None:
+            skip_weight = self.skip_layer.masked_weight()[:, order][out_rows]  # (D, P, D)
+        if context is not None:
+            context_hidden = self.context_layer(context)
+            if self.context_skip_layer is not None:
+                context_out = self.context_skip_layer(context)
+
+        empty = out_bias.new_zeros(batch_shape + (0,))
+        x_ranked = empty  # the inputs of rank < k, in rank order
+        known = [empty] * len(layers)  # per layer, the units of degree <= k computed so far
+        params_ranked = []
+        for k in range(D):
+            inputs = x_ranked
+            for l, layer in enumerate(layers):
+                start, stop = ready[l][k], ready[l][k + 1]  # the units of degree exactly k
+                if stop > start:
+                    pre = inputs @ weights[l][start:stop, : inputs.shape[-1]].T + layer.bias[start:stop]
+                    if l == 0 and context is not None:
+                        pre = pre + context_hidden[..., start:stop]
+                    new = self.activation(pre)
+                    if l > 0 and self.residual:
+                        new = new + inputs[..., start:stop]
+                    known[l] = torch.cat([known[l], new], dim=-1)
+                inputs = known[l]
+            params = inputs @ out_weight[k, :, : inputs.shape[-1]].T + out_bias[k]
+            if self.skip_layer is not None:
+                params = params + x_ranked @ skip_weight[k, :, :k].T
+                if context is not None:
+                    params = params + context_out[..., out_rows[k]]
+            x_k = step(params, int(order[k]))
+            x_ranked = torch.cat([x_ranked, x_k.unsqueeze(-1)], dim=-1)
+            params_ranked.append(params)
+        ranks = input_degrees - 1
+        return x_ranked[..., ranks], torch.stack(params_ranked, dim=-1)[..., ranks]
+
+
+def _generator(seed: int | torch.Generator | None) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, ()))
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed: expected an int, a torch.Generator or None, got {type(seed).__name__}")
+    return torch.Generator().manual_seed(seed)
+
+
+def _activation(activation) -> nn.Module | Callable[[Tensor], Tensor]:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        return ACTIVATIONS[activation]()
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation()
+    if callable(activation):
+        return activation
+    raise TypeError(f"activation: expected a name, a module or a callable, got {type(activation).__name__}")
+
+
+def _check_int_list(values: Sequence[int], name: str) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name}: expected a sequence of positive ints, got {type(values).__name__}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name}: expected a non-empty sequence of positive ints, got []")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected positive ints, got {values}")
+    return values
+
+
+def _check_tensor(value: object, name: str, size: int, size_name: str) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {value.dtype} (use .float())")
+    if value.dim() == 0 or value.shape[-1] != size:
+        raise ValueError(f"{name}: expected shape (..., {size}) with {size_name}={size}, got {tuple(value.shape)}")
+

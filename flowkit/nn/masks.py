@@ -1,0 +1,226 @@
+r"""Orderings, degrees and masks for MADE, as pure functions.
+
+Conventions (the same as Pyro's ``AutoRegressiveNN``):
+
+* An **order** is the list of inputs in autoregressive order: ``order[k]`` is the input
+  that comes ``k``-th. Pyro calls this ``permutation``.
+* The **degree** of input ``i`` is its 1-based rank in the order, so ``order[k]`` has
+  degree ``k + 1``. :func:`degrees_from_order` and :func:`order_from_degrees` convert.
+* A hidden unit of degree ``m`` may see the inputs of degree ``<= m``. Context inputs
+  (for a conditional MADE) have degree 0, so every hidden unit sees them.
+* Masks have the shape of the weight they multiply, ``(out_features, in_features)``:
+
+  .. math::
+
+      M^{\text{hidden}}_{k k'} = 1[m(k) \ge m(k')], \qquad
+      M^{\text{output}}_{d k} = 1[d > m(k)].
+
+Example:
+    >>> order = make_order(3, "reversed")
+    >>> order
+    tensor([2, 1, 0])
+    >>> degrees_from_order(order)
+    tensor([3, 2, 1])
+    >>> hidden = hidden_degrees(4, low=1, high=2)
+    >>> hidden
+    tensor([1, 1, 2, 2])
+    >>> output_mask(hidden, degrees_from_order(order)).int()
+    tensor([[1, 1, 1, 1],
+            [1, 1, 0, 0],
+            [0, 0, 0, 0]], dtype=torch.int32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import BoolTensor, LongTensor, Tensor
+
+__all__ = [
+    "connectivity",
+    "degrees_from_order",
+    "hidden_degrees",
+    "hidden_mask",
+    "lost_dependencies",
+    "make_order",
+    "order_from_degrees",
+    "output_mask",
+]
+
+ORDER_KINDS = ("natural", "reversed", "random")
+DEGREE_SCHEMES = ("even", "random")
+
+
+def make_order(
+    input_dim: int,
+    order: str | Sequence[int] | Tensor = "natural",
+    generator: torch.Generator | None = None,
+) -> LongTensor:
+    """Builds an autoregressive order: the list of inputs in the order they come.
+
+    Args:
+        input_dim: The number of inputs ``D``.
+        order: ``"natural"`` (0, 1, ..., D-1), ``"reversed"``, ``"random"`` (a uniform
+            random permutation drawn from ``generator``) or any permutation of
+            ``range(D)`` given as a sequence or a tensor.
+        generator: The random generator for ``"random"``.
+
+    Returns:
+        A long tensor of shape ``(D,)``.
+
+    Example:
+        >>> make_order(4, [2, 0, 3, 1])
+        tensor([2, 0, 3, 1])
+    """
+    _check_positive_int(input_dim, "input_dim")
+    if isinstance(order, str):
+        if order == "natural":
+            return torch.arange(input_dim)
+        if order == "reversed":
+            return torch.arange(input_dim - 1, -1, -1)
+        if order == "random":
+            return torch.randperm(input_dim, generator=generator)
+        raise ValueError(f"order: expected one of {ORDER_KINDS} or a permutation, got {order!r}")
+    try:
+        perm = torch.as_tensor(order)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"order: expected a permutation of range({input_dim}), got {order!r}") from error
+    if perm.dtype.is_floating_point or perm.dtype == torch.bool or perm.dtype.is_complex:
+        raise TypeError(f"order: expected integers, got dtype {perm.dtype}")
+    perm = perm.long().cpu()
+    if perm.shape != (input_dim,) or not torch.equal(perm.sort().values, torch.arange(input_dim)):
+        raise ValueError(f"order: expected a permutation of range({input_dim}), got {perm.tolist()}")
+    return perm
+
+
+def degrees_from_order(order: Tensor) -> LongTensor:
+    """Degrees (1-based ranks) of the inputs: ``degrees[order[k]] = k + 1``.
+
+    Example:
+        >>> degrees_from_order(torch.tensor([2, 0, 1]))
+        tensor([2, 3, 1])
+    """
+    degrees = torch.empty_like(order)
+    degrees[order] = torch.arange(1, len(order) + 1, device=order.device)
+    return degrees
+
+
+def order_from_degrees(degrees: Tensor) -> LongTensor:
+    """The order (list of inputs by rank) from input degrees; the inverse of
+    :func:`degrees_from_order`.
+
+    Example:
+        >>> order_from_degrees(torch.tensor([2, 3, 1]))
+        tensor([2, 0, 1])
+    """
+    return torch.argsort(degrees)
+
+
+def hidden_degrees(
+    width: int,
+    low: int,
+    high: int,
+    scheme: str = "even",
+    generator: torch.Generator | None = None,
+) -> LongTensor:
+    """Degrees of the units of one hidden layer, sorted ascending.
+
+    Every degree in ``low..high`` is used at least once whenever ``width`` allows it
+    (``width >= high - low + 1``). A narrower layer gets ``width`` distinct degrees,
+    spread evenly (``"even"``) or drawn at random (``"random"``); the MADE then loses
+    some dependencies, which :func:`lost_dependencies` names.
+
+    Args:
+        width: The number of units.
+        low: The smallest useful degree: 1 for a plain MADE (a unit of degree 0 would
+            see no input), 0 with context inputs (it sees only the context).
+        high: The largest useful degree, ``D - 1`` (a unit of degree D feeds no output).
+        scheme: ``"even"`` spreads the units evenly over the degrees (deterministic);
+            ``"random"`` is the MADE paper's scheme, uniform draws, but it first puts
+            one unit on each degree so that none is missing by chance.
+        generator: The random generator for ``"random"``.
+
+    Example:
+        >>> hidden_degrees(5, low=1, high=3)
+        tensor([1, 1, 2, 2, 3])
+    """
+    _check_positive_int(width, "width")
+    if high < low:
+        raise ValueError(f"high: expected high >= low, got low={low}, high={high}")
+    count = high - low + 1
+    if scheme == "even":
+        if width >= count:
+            return low + torch.arange(width) * count // width
+        # Narrow: distinct degrees as evenly spaced as possible over low..high.
+        return low + torch.arange(width) * (count - 1) // max(width - 1, 1)
+    if scheme == "random":
+        if width >= count:
+            extra = torch.randint(low, high + 1, (width - count,), generator=generator)
+            return torch.cat([torch.arange(low, high + 1), extra]).sort().values
+        return low + torch.randperm(count, generator=generator)[:width].sort().values
+    raise ValueError(f"scheme: expected one of {DEGREE_SCHEMES}, got {scheme!r}")
+
+
+def hidden_mask(in_degrees: Tensor, out_degrees: Tensor) -> BoolTensor:
+    """Mask into a hidden layer: unit ``k`` sees unit ``k'`` when ``m(k) >= m(k')``.
+
+    Returns a boolean tensor of shape ``(len(out_degrees), len(in_degrees))``.
+    """
+    return out_degrees[:, None] >= in_degrees[None, :]
+
+
+def output_mask(in_degrees: Tensor, out_degrees: Tensor) -> BoolTensor:
+    """Mask into the output layer: the output for an input of degree ``d`` sees unit
+    ``k`` when ``d > m(k)``, strictly, so no output sees its own input.
+
+    Returns a boolean tensor of shape ``(len(out_degrees), len(in_degrees))``.
+    """
+    return out_degrees[:, None] > in_degrees[None, :]
+
+
+def connectivity(
+    masks: Sequence[Tensor],
+    residual: Sequence[bool] | None = None,
+    skip: Tensor | None = None,
+) -> BoolTensor:
+    """Which inputs can reach which outputs through a chain of masked layers.
+
+    Args:
+        masks: The masks of the layers, first layer first, each ``(out, in)``.
+        residual: For each layer, whether its input is also added to its output
+            (a residual connection, which adds the identity to that layer's paths).
+        skip: An optional direct input-to-output mask.
+
+    Returns:
+        A boolean ``(outputs, inputs)`` tensor: True where some path connects them.
+    """
+    residual = residual or [False] * len(masks)
+    reach = None
+    for mask, has_residual in zip(masks, residual):
+        step = mask.long()
+        if has_residual:
+            step = step + torch.eye(*step.shape, dtype=torch.long, device=step.device)
+        reach = step if reach is None else (step @ reach).clamp_(max=1)
+    reach = reach.bool()
+    if skip is not None:
+        reach = reach | skip.bool()
+    return reach
+
+
+def lost_dependencies(reach: Tensor, in_degrees: Tensor, out_degrees: Tensor) -> list[tuple[int, int]]:
+    """The (input, output) pairs that the autoregressive order allows but no path
+    connects: ``in_degrees[j] < out_degrees[i]`` and ``not reach[i, j]``.
+
+    Returns a sorted list of ``(j, i)`` index pairs.
+    """
+    allowed = out_degrees[:, None] > in_degrees[None, :]
+    outputs, inputs = torch.nonzero(allowed & ~reach.bool(), as_tuple=True)
+    return sorted(zip(inputs.tolist(), outputs.tolist()))
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
