@@ -303,6 +303,9 @@ class MADE(nn.Module):
     # ------------------------------------------------------------------ forward
     def _check_inputs(self, x: Tensor, context: Tensor | None) -> None:
         _check_tensor(x, "x", self.input_dim, "input_dim")
+        dtype = self.output_layer.weight.dtype
+        if x.dtype != dtype:
+            raise TypeError(f"x: dtype {x.dtype} does not match the MADE's {dtype}; convert one of them")
         if self.context_dim == 0:
             if context is not None:
                 raise ValueError("context: this MADE was built with context_dim=0 and takes no context")
@@ -310,6 +313,8 @@ class MADE(nn.Module):
         if context is None:
             raise ValueError(f"context: this MADE needs a context of size context_dim={self.context_dim}")
         _check_tensor(context, "context", self.context_dim, "context_dim")
+        if context.dtype != x.dtype:
+            raise TypeError(f"context: dtype {context.dtype} does not match x's {x.dtype}")
         try:
             torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
         except RuntimeError:

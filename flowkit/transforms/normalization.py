@@ -1,0 +1,150 @@
+r"""Normalisation layers between flow steps: batch normalisation and ActNorm.
+
+Both are affine per dimension. In Pyro's convention the forward direction maps noise
+to data, so the *inverse* is the normalising direction applied to data:
+:math:`x = (y - \text{shift}) / \text{scale}`.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
+from torch import Tensor, nn
+
+__all__ = ["ActNorm", "BatchNorm"]
+
+
+class _ElementwiseAffine(TransformModule):
+    """``y = shift + exp(log_scale) * x`` per dimension; subclasses say where the shift
+    and log-scale come from (:meth:`_shift_log_scale`)."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    sign = +1
+
+    def __init__(self, input_dim: int):
+        super().__init__(cache_size=1)
+        self._cached_log_scale: Tensor | None = None
+        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
+            raise ValueError(f"input_dim: expected a positive int, got {input_dim!r}")
+        self.input_dim = input_dim
+
+    def _check(self, value: Tensor, name: str) -> None:
+        if value.dim() == 0 or value.shape[-1] != self.input_dim:
+            raise ValueError(f"{name}: expected shape (..., {self.input_dim}), got {tuple(value.shape)}")
+
+    def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _call(self, x: Tensor) -> Tensor:
+        self._check(x, "x")
+        shift, log_scale = self._shift_log_scale(None)
+        self._cached_log_scale = log_scale
+        return shift + log_scale.exp() * x
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        self._check(y, "y")
+        shift, log_scale = self._shift_log_scale(y)
+        self._cached_log_scale = log_scale
+        return (y - shift) * (-log_scale).exp()
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        """The log-scale used for this pair when it is the last one computed, else the
+        one :meth:`_inverse` would use for ``y``."""
+        x_old, y_old = self._cached_x_y
+        if self._cached_log_scale is not None and x is x_old and y is y_old:
+            log_scale = self._cached_log_scale
+        else:
+            log_scale = self._shift_log_scale(y)[1]
+        return log_scale.sum(-1).expand(y.shape[:-1])
+
+
+class BatchNorm(_ElementwiseAffine):
+    r"""Batch normalisation as a bijection, in the form of the MAF paper
+    (Papamakarios et al. 2017):
+
+    .. math::
+
+        x = \frac{y - \mu}{\sqrt{v + \epsilon}} e^{\gamma} + \beta.
+
+    In training mode :math:`\mu, v` are the statistics of the batch being normalised
+    (over every batch dimension) and the running averages are updated; in eval mode the
+    running averages are used. Sampling (the forward direction) always uses the running
+    averages, so the forward and inverse are exact inverses in eval mode.
+
+    Example:
+        >>> bn = BatchNorm(2).eval()
+        >>> y = torch.randn(4, 2)
+        >>> torch.allclose(bn(bn.inv(y)), y)
+        True
+    """
+
+    def __init__(self, input_dim: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__(input_dim)
+        self.momentum = momentum
+        self.eps = eps
+        self.log_gamma = nn.Parameter(torch.zeros(input_dim))
+        self.beta = nn.Parameter(torch.zeros(input_dim))
+        self.register_buffer("running_mean", torch.zeros(input_dim))
+        self.register_buffer("running_var", torch.ones(input_dim))
+
+    def _statistics(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        if y is None or not self.training:
+            return self.running_mean, self.running_var
+        flat = y.reshape(-1, self.input_dim)
+        if flat.shape[0] < 2:
+            raise ValueError(f"y: batch normalisation in training mode needs at least 2 rows, got {flat.shape[0]}")
+        return flat.mean(0), flat.var(0)
+
+    def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        # Written as y = shift + scale * x, the inverse of the normalisation above.
+        mean, var = self._statistics(y)
+        log_scale = 0.5 * (var + self.eps).log() - self.log_gamma
+        return mean - self.beta * log_scale.exp(), log_scale
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        x = super()._inverse(y)
+        if self.training:
+            with torch.no_grad():
+                mean, var = self._statistics(y)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var, self.momentum)
+        return x
+
+
+class ActNorm(_ElementwiseAffine):
+    r"""Activation normalisation (Kingma & Dhariwal 2018): a learned per-dimension affine
+    map, :math:`y = b + e^{s} x`, initialised from data.
+
+    The first time it normalises data in training mode (the inverse direction, as in
+    ``log_prob``), it sets :math:`b, s` to the batch mean and log standard deviation, so
+    that batch comes out with zero mean and unit variance. Before that it is the identity.
+
+    Example:
+        >>> act = ActNorm(2)
+        >>> x = act.inv(3.0 + 2.0 * torch.randn(1000, 2))
+        >>> bool(x.mean(0).abs().max() < 1e-5)
+        True
+    """
+
+    def __init__(self, input_dim: int):
+        super().__init__(input_dim)
+        self.shift = nn.Parameter(torch.zeros(input_dim))
+        self.log_scale = nn.Parameter(torch.zeros(input_dim))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self.shift, self.log_scale
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        if self.training and not self.initialized:
+            flat = y.detach().reshape(-1, self.input_dim)
+            if flat.shape[0] < 2:
+                raise ValueError(f"y: ActNorm's data-dependent initialisation needs at least 2 rows, got {flat.shape[0]}")
+            with torch.no_grad():
+                self.shift.copy_(flat.mean(0))
+                self.log_scale.copy_(flat.std(0).clamp(min=1e-6).log())
+                self.initialized.fill_(True)
+        return super()._inverse(y)

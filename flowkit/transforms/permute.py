@@ -1,0 +1,71 @@
+"""Permutations between autoregressive steps, as ``nn.Module`` transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
+from torch import Tensor
+
+from flowkit.nn.masks import make_order
+
+__all__ = ["Permute", "permute"]
+
+
+class Permute(TransformModule):
+    """Reorders the last dimension: ``y = x[..., permutation]``.
+
+    Unlike Pyro's ``Permute``, the permutation is a buffer, so it is saved in the
+    ``state_dict`` and follows ``.to()``. Volume preserving: the log-determinant is 0.
+
+    Args:
+        permutation: A permutation of ``range(D)``.
+
+    Example:
+        >>> t = Permute(torch.tensor([2, 0, 1]))
+        >>> t(torch.tensor([10.0, 11.0, 12.0]))
+        tensor([12., 10., 11.])
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    volume_preserving = True
+
+    def __init__(self, permutation: Sequence[int] | Tensor):
+        super().__init__(cache_size=1)
+        permutation = torch.as_tensor(permutation)
+        permutation = make_order(len(permutation), permutation)
+        self.register_buffer("permutation", permutation)
+        self.register_buffer("inverse_permutation", torch.argsort(permutation))
+
+    def _check(self, x: Tensor, name: str) -> None:
+        if x.dim() == 0 or x.shape[-1] != len(self.permutation):
+            raise ValueError(f"{name}: expected shape (..., {len(self.permutation)}), got {tuple(x.shape)}")
+
+    def _call(self, x: Tensor) -> Tensor:
+        self._check(x, "x")
+        return x[..., self.permutation]
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        self._check(y, "y")
+        return y[..., self.inverse_permutation]
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[:-1])
+
+
+def permute(input_dim: int, kind: str = "reversed", seed: int | torch.Generator | None = None) -> Permute:
+    """Builds a :class:`Permute`: ``kind`` is ``"reversed"``, ``"random"`` (from ``seed``,
+    an int or a generator) or a permutation.
+
+    Example:
+        >>> permute(3).permutation
+        tensor([2, 1, 0])
+    """
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(
+        int(torch.randint(0, 2**62, ())) if seed is None else seed
+    )
+    return Permute(make_order(input_dim, kind, generator))
