@@ -132,10 +132,12 @@ def check_autoregressive(
     points = torch.randn(num_points, input_dim, generator=generator, dtype=torch.float64)
 
     is_made = hasattr(net, "set_mask") and hasattr(net, "connectivity")
-    mask_sets = range(net.num_masks) if is_made else [0]
+    active = int(net.mask_index) if is_made else 0
+    # The active set first, as the layers hold it (a tampered mask must show), then the others.
+    mask_sets = [active] + [i for i in range(net.num_masks) if i != active] if is_made else [0]
     report = AutoregressiveReport(input_dim, [], structure_checked=is_made)
     for index in mask_sets:
-        if is_made:
+        if is_made and index != active:
             net.set_mask(index)
         order = net.permutation.cpu()
         report.orders.append(order.tolist())

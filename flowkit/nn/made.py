@@ -125,8 +125,8 @@ class MADE(nn.Module):
         seed: An int or a :class:`torch.Generator` that fixes the masks; ``None`` draws
             them from torch's global generator (as Pyro does).
         on_lost_dependencies: ``"warn"`` (default) or ``"raise"`` when hidden layers
-            narrower than ``D - 1`` leave some allowed (input, output) pairs unconnected;
-            :meth:`lost_dependencies` lists them.
+            narrower than ``D - 1`` (``D`` with a context) leave some allowed (input,
+            output) pairs unconnected; :meth:`lost_dependencies` lists them.
 
     Example:
         >>> made = MADE(3, [16, 16], param_dims=[1, 1], order="reversed", seed=0)
@@ -227,19 +227,23 @@ class MADE(nn.Module):
         return masks
 
     def masks(self, index: int | None = None) -> list[Tensor]:
-        """The boolean masks of mask set ``index`` (default: the active one), first
-        layer first; the direct input-to-output mask is last when ``skip_connections``."""
-        index = self._check_index(index)
-        *chain, skip = self._masks(index)
+        """The boolean masks of mask set ``index``, first layer first; the direct
+        input-to-output mask is last when ``skip_connections``. For the active set (the
+        default) these are the masks the layers hold, as they are used."""
+        if index is None or index == int(self.mask_index):
+            layers = [self.input_layer, *self.hidden_layers, self.output_layer]
+            return [layer.mask for layer in layers] + ([self.skip_layer.mask] if self.skip_layer is not None else [])
+        *chain, skip = self._masks(self._check_index(index))
         return chain + ([skip] if self.skip_layer is not None else [])
 
     def connectivity(self, index: int | None = None) -> Tensor:
-        """A ``(D, D)`` boolean matrix: ``[i, j]`` is True when some path of the mask set
-        connects input ``j`` to any output parameter of input ``i``."""
-        index = self._check_index(index)
-        *chain, skip = self._masks(index)
+        """A ``(D, D)`` boolean matrix: ``[i, j]`` is True when some path through the
+        masks of set ``index`` (default: the active one, as held by the layers) connects
+        input ``j`` to any output parameter of input ``i``."""
+        masks = self.masks(index)
+        chain, skip = (masks[:-1], masks[-1]) if self.skip_layer is not None else (masks, None)
         residual = [False, *([self.residual] * len(self.hidden_layers)), False]
-        reach = M.connectivity(chain, residual, skip if self.skip_layer is not None else None)
+        reach = M.connectivity(chain, residual, skip)
         return reach.unflatten(0, (-1, self.input_dim)).any(dim=0)
 
     def lost_dependencies(self, index: int | None = None) -> list[tuple[int, int]]:
@@ -250,6 +254,7 @@ class MADE(nn.Module):
 
     def _report_lost_dependencies(self, action: str) -> None:
         allowed = self.input_dim * (self.input_dim - 1) // 2
+        needed = self.input_dim if self.context_dim else self.input_dim - 1  # one unit per useful degree
         for index in range(self.num_masks):
             lost = self.lost_dependencies(index)
             if not lost:
@@ -258,7 +263,7 @@ class MADE(nn.Module):
             message = (
                 f"MADE(input_dim={self.input_dim}, hidden_dims={self.hidden_dims}): mask set {index} "
                 f"cannot connect {len(lost)} of {allowed} allowed (input->output) pairs: {shown}. "
-                f"Layers of width >= {self.input_dim - 1} keep them all; made.lost_dependencies() lists them."
+                f"Layers of width >= {needed} keep them all; made.lost_dependencies() lists them."
             )
             if action == "raise":
                 raise ValueError(f"hidden_dims: {message}")
@@ -394,7 +399,13 @@ class MADE(nn.Module):
         batch_shape = torch.Size(batch_shape)
         if context is not None:
             _check_tensor(context, "context", self.context_dim, "context_dim")
-            batch_shape = torch.broadcast_shapes(batch_shape, context.shape[:-1])
+            try:
+                batch_shape = torch.broadcast_shapes(batch_shape, context.shape[:-1])
+            except RuntimeError:
+                raise ValueError(
+                    f"context: batch shape {tuple(context.shape[:-1])} does not broadcast with "
+                    f"batch_shape {tuple(batch_shape)}"
+                ) from None
         probe = self.output_layer.weight.new_zeros(batch_shape + (self.input_dim,))
         self._check_inputs(probe, context)
         if method == "fast":

@@ -128,8 +128,9 @@ def hidden_degrees(
 
     Every degree in ``low..high`` is used at least once whenever ``width`` allows it
     (``width >= high - low + 1``). A narrower layer gets ``width`` distinct degrees,
-    spread evenly (``"even"``) or drawn at random (``"random"``); the MADE then loses
-    some dependencies, which :func:`lost_dependencies` names.
+    always including ``low``, the others spread evenly (``"even"``) or drawn at random
+    (``"random"``); the MADE then loses some dependencies, which
+    :func:`lost_dependencies` names.
 
     Args:
         width: The number of units.
@@ -158,7 +159,9 @@ def hidden_degrees(
         if width >= count:
             extra = torch.randint(low, high + 1, (width - count,), generator=generator)
             return torch.cat([torch.arange(low, high + 1), extra]).sort().values
-        return low + torch.randperm(count, generator=generator)[:width].sort().values
+        # Keep the lowest degree: with context inputs it is what the first output reads.
+        rest = low + 1 + torch.randperm(count - 1, generator=generator)[: width - 1]
+        return torch.cat([torch.tensor([low]), rest]).sort().values
     raise ValueError(f"scheme: expected one of {DEGREE_SCHEMES}, got {scheme!r}")
 
 
