@@ -1,19 +1,35 @@
 """flowkit: normalizing flows for PyTorch and Pyro, built on MADE."""
 
-from flowkit import transforms
+from flowkit import datasets, transforms
 from flowkit.checks import AutoregressiveReport, check_autoregressive
-from flowkit.distributions import Flow, iaf, maf
+from flowkit.distributions import (
+    BernoulliMADE,
+    CategoricalMADE,
+    Flow,
+    GaussianMADE,
+    MixtureMADE,
+    iaf,
+    maf,
+)
 from flowkit.nn import MADE, LostDependencyWarning, MaskedLinear, masks
+from flowkit.training import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MADE",
     "AutoregressiveReport",
+    "BernoulliMADE",
+    "CategoricalMADE",
     "Flow",
+    "GaussianMADE",
+    "History",
+    "MixtureMADE",
     "LostDependencyWarning",
     "MaskedLinear",
     "check_autoregressive",
+    "datasets",
+    "fit",
     "iaf",
     "maf",
     "masks",

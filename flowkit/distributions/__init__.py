@@ -1,5 +1,23 @@
-"""Distributions: flow builders (and, later, MADE density models)."""
+"""Distributions: MADE density models and flow builders."""
 
 from flowkit.distributions.flows import Flow, iaf, maf
+from flowkit.distributions.made_models import (
+    AutoregressiveMADE,
+    BernoulliMADE,
+    CategoricalMADE,
+    GaussianMADE,
+    MADEDistribution,
+    MixtureMADE,
+)
 
-__all__ = ["Flow", "iaf", "maf"]
+__all__ = [
+    "AutoregressiveMADE",
+    "BernoulliMADE",
+    "CategoricalMADE",
+    "Flow",
+    "GaussianMADE",
+    "MADEDistribution",
+    "MixtureMADE",
+    "iaf",
+    "maf",
+]

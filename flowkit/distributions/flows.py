@@ -22,6 +22,7 @@ from flowkit.transforms import (
     default_hidden_dims,
     init_near_identity,
 )
+from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
 from flowkit.nn import MADE
 from flowkit.nn.masks import make_order
 
@@ -29,7 +30,7 @@ __all__ = ["Flow", "iaf", "maf"]
 
 
 class Flow(nn.Module):
-    r"""A standard normal base distribution pushed through a list of transforms.
+    r"""A base distribution pushed through a list of transforms.
 
     Transforms are applied in list order when sampling (noise to data), in reverse when
     scoring, as in :class:`pyro.distributions.TransformedDistribution`. Base parameters
@@ -39,6 +40,9 @@ class Flow(nn.Module):
         transforms: Pyro ``TransformModule``\ s or ``ConditionalTransformModule``\ s.
         input_dim: The event size ``D``.
         context_dim: The context size for conditional transforms; 0 for none.
+        base: A MADE density model to use as the base (e.g. a
+            :class:`~flowkit.distributions.MixtureMADE`, which makes MAF MoG); default a
+            standard normal. It gets the context too when the flow is conditional.
 
     Example:
         >>> flow = maf(2, num_transforms=2, hidden_dims=[16])
@@ -47,9 +51,21 @@ class Flow(nn.Module):
         torch.Size([4])
     """
 
-    def __init__(self, transforms: Sequence[nn.Module], input_dim: int, context_dim: int = 0):
+    def __init__(
+        self,
+        transforms: Sequence[nn.Module],
+        input_dim: int,
+        context_dim: int = 0,
+        base: AutoregressiveMADE | None = None,
+    ):
         super().__init__()
+        if base is not None and (base.input_dim != input_dim or base.context_dim != context_dim):
+            raise ValueError(
+                f"base: expected input_dim={input_dim} and context_dim={context_dim}, "
+                f"got {base.input_dim} and {base.context_dim}"
+            )
         self.transforms = nn.ModuleList(transforms)
+        self.base = base
         self.input_dim = input_dim
         self.context_dim = context_dim
         self.register_buffer("base_loc", torch.zeros(input_dim))
@@ -63,8 +79,11 @@ class Flow(nn.Module):
         if context is not None and (context.dim() == 0 or context.shape[-1] != self.context_dim):
             raise ValueError(f"context: expected shape (..., {self.context_dim}), got {tuple(context.shape)}")
 
-    def base_distribution(self, batch_shape: Sequence[int] = ()) -> dist.Distribution:
-        """The standard normal base with event shape ``(D,)``."""
+    def base_distribution(self, batch_shape: Sequence[int] = (), context: Tensor | None = None) -> dist.Distribution:
+        """The base distribution with event shape ``(D,)``: the ``base`` model (given
+        ``context``) if there is one, else a standard normal with ``batch_shape``."""
+        if self.base is not None:
+            return self.base(context)
         return dist.Normal(self.base_loc, self.base_scale).to_event(1).expand(torch.Size(batch_shape))
 
     def conditioned_transforms(self, context: Tensor | None = None) -> list:
@@ -77,7 +96,7 @@ class Flow(nn.Module):
         ``context`` when the flow is conditional."""
         transforms = self.conditioned_transforms(context)
         batch_shape = context.shape[:-1] if context is not None else ()
-        return dist.TransformedDistribution(self.base_distribution(batch_shape), transforms)
+        return dist.TransformedDistribution(self.base_distribution(batch_shape, context), transforms)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Log-density of ``x`` (shape ``(..., D)``)."""
@@ -93,7 +112,7 @@ class Flow(nn.Module):
     def sample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Samples without gradients."""
         with torch.no_grad():
-            return self.rsample(sample_shape, context)
+            return self(context).sample(torch.Size(sample_shape))
 
     def rsample_and_log_prob(
         self, sample_shape: Sequence[int] = (), context: Tensor | None = None
@@ -102,7 +121,7 @@ class Flow(nn.Module):
         comes from the pass that produced the sample (for IAF, no extra MADE pass)."""
         transforms = self.conditioned_transforms(context)
         batch_shape = context.shape[:-1] if context is not None else ()
-        base = self.base_distribution(batch_shape)
+        base = self.base_distribution(batch_shape, context)
         x = base.rsample(torch.Size(sample_shape))
         log_prob = base.log_prob(x)
         for transform in transforms:
@@ -122,13 +141,17 @@ def _build(
     batch_norm: bool,
     act_norm: bool,
     stable: bool,
+    base: str,
+    num_components: int,
     seed: int | None,
-    made_kwargs: dict,
+    **made_kwargs,
 ) -> Flow:
     if isinstance(num_transforms, bool) or not isinstance(num_transforms, int) or num_transforms < 1:
         raise ValueError(f"num_transforms: expected a positive int, got {num_transforms!r}")
     if permutation not in ("reversed", "random", None):
         raise ValueError(f"permutation: expected 'reversed', 'random' or None, got {permutation!r}")
+    if base not in ("normal", "mog"):
+        raise ValueError(f"base: expected 'normal' or 'mog', got {base!r}")
     plain, conditional = {"maf": (AffineMAF, ConditionalAffineMAF), "iaf": (AffineIAF, ConditionalAffineIAF)}[step]
     hidden_dims = default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
@@ -145,7 +168,10 @@ def _build(
             layers.append(ActNorm(input_dim))
         if permutation is not None and input_dim > 1:
             layers.append(Permute(make_order(input_dim, permutation, generator)))
-    return Flow(layers, input_dim, context_dim)
+    base_model = None
+    if base == "mog":
+        base_model = MixtureMADE(input_dim, hidden_dims, num_components, context_dim, seed=generator, **made_kwargs)
+    return Flow(layers, input_dim, context_dim, base_model)
 
 
 def maf(
@@ -157,6 +183,8 @@ def maf(
     batch_norm: bool = False,
     act_norm: bool = False,
     stable: bool = False,
+    base: str = "normal",
+    num_components: int = 5,
     seed: int | None = None,
     **made_kwargs,
 ) -> Flow:
@@ -175,6 +203,9 @@ def maf(
         batch_norm: Put :class:`~flowkit.transforms.BatchNorm` between steps.
         act_norm: Put :class:`~flowkit.transforms.ActNorm` between steps.
         stable: Use the gated affine update.
+        base: ``"normal"`` (standard normal) or ``"mog"``: a
+            :class:`~flowkit.distributions.MixtureMADE` base, which makes MAF MoG.
+        num_components: Mixture components per conditional of the ``"mog"`` base.
         seed: Fixes masks and permutations (weights follow torch's global seed).
         **made_kwargs: Passed to :class:`~flowkit.nn.MADE` (``activation``,
             ``residual``, ``skip_connections``, ...).
@@ -185,8 +216,8 @@ def maf(
         torch.Size([])
     """
     return _build(
-        "maf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, stable, seed,
-        made_kwargs,
+        "maf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, stable,
+        base, num_components, seed, **made_kwargs,
     )
 
 
@@ -203,9 +234,9 @@ def iaf(
     **made_kwargs,
 ) -> Flow:
     """An inverse autoregressive flow (Kingma et al. 2016): like :func:`maf` with
-    :class:`~flowkit.transforms.AffineIAF` steps. One-pass sampling, and free density of
-    its own samples (:meth:`Flow.rsample_and_log_prob`): the choice for variational
-    posteriors.
+    :class:`~flowkit.transforms.AffineIAF` steps and a standard normal base. One-pass
+    sampling, and free density of its own samples (:meth:`Flow.rsample_and_log_prob`):
+    the choice for variational posteriors.
 
     Example:
         >>> flow = iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
@@ -214,6 +245,6 @@ def iaf(
         (torch.Size([5, 3]), torch.Size([5]))
     """
     return _build(
-        "iaf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, stable, seed,
-        made_kwargs,
+        "iaf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, stable,
+        "normal", 1, seed, **made_kwargs,
     )
