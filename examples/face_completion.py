@@ -12,7 +12,8 @@ Two datasets, both bundled with their packages (no download):
 * digits: scikit-learn's 8x8 digits with their 17 grey levels.
 
 Prints the test negative log-likelihood (nats per image, and bits per pixel) and writes
-``face_completion.png``: originals, the visible half, and several completions.
+``face_completion.png``: originals, the visible half, the greedy (mode) completion and
+several sampled completions.
 
     python examples/face_completion.py
     python examples/face_completion.py --quick   # tiny run (the test suite's smoke test)
@@ -59,30 +60,36 @@ def train(data: dict, hidden: list[int], epochs: int, seed: int, progress: bool)
     return model
 
 
-def complete_bottom(model: flowkit.CategoricalMADE, images: torch.Tensor, side: int, draws: int) -> list[torch.Tensor]:
-    """``draws`` completions of the bottom half of each image, given its top half."""
+def complete_bottom(
+    model: flowkit.CategoricalMADE, images: torch.Tensor, side: int, draws: int
+) -> list[tuple[str, torch.Tensor]]:
+    """The most likely completion (each pixel the mode of its conditional given all
+    before it) and ``draws`` sampled completions of the bottom half, given the top half."""
     observed = torch.arange(side * side) < (side // 2) * side
     assert model.is_exact_completion(observed)  # raster order: the top half comes first
-    return [model.complete(images, observed) for _ in range(draws)]
+    completions = [("greedy mode", model.complete(images, observed, method="mode"))]
+    return completions + [(f"sample {k + 1}", model.complete(images, observed)) for k in range(draws)]
 
 
 def plot(panels: list[tuple[str, dict, torch.Tensor, list[torch.Tensor]]], path: str) -> None:
     """One block per dataset: originals, visible half, completions."""
-    rows = sum(2 + len(completions) for _, _, _, completions in panels)
+    rows = sum(2 + len(completions) for *_, completions in panels)
     columns = max(len(images) for _, _, images, _ in panels)
     fig, axes = plt.subplots(rows, columns, figsize=(1.1 * columns, 1.15 * rows), squeeze=False)
+    cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")  # the hidden half shows blue
     row = 0
     for name, data, images, completions in panels:
         side, top = data["side"], data["side"] // 2
         visible = images.clone().float()
         visible[:, top * side :] = float("nan")  # hidden part shows as blank
-        labels = ["original", "visible"] + [f"completion {k + 1}" for k in range(len(completions))]
-        for label, block in zip(labels, [images.float(), visible, *[c.float() for c in completions]]):
+        blocks = [("original", images.float()), ("visible top half", visible)] + completions
+        for label, block in blocks:
+            block = block.float()
             for col in range(columns):
                 ax = axes[row, col]
                 ax.axis("off")
                 if col < len(block):
-                    ax.imshow(block[col].reshape(side, side), cmap="gray", vmin=0, vmax=data["levels"] - 1)
+                    ax.imshow(block[col].reshape(side, side), cmap=cmap, vmin=0, vmax=data["levels"] - 1)
             axes[row, 0].set_title(f"{name}: {label}", fontsize=7, loc="left")
             row += 1
     fig.tight_layout()
@@ -92,9 +99,9 @@ def plot(panels: list[tuple[str, dict, torch.Tensor, list[torch.Tensor]]], path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[500])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1000])
     parser.add_argument("--levels", type=int, default=8, help="grey levels for the faces")
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--images", type=int, default=8, help="test images to show per dataset")
     parser.add_argument("--draws", type=int, default=3, help="completions per image")
     parser.add_argument("--seed", type=int, default=0)
@@ -103,7 +110,7 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.hidden, args.epochs, args.images, args.draws = [32], 2, 3, 2
+        args.hidden, args.epochs, args.images, args.draws = [640], 1, 3, 1
 
     os.makedirs(args.out, exist_ok=True)
     panels = []

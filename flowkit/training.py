@@ -88,7 +88,7 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise ValueError(f"patience: expected a positive int or None, got {patience!r}")
     made_modules = [m for m in model.modules() if hasattr(m, "next_mask")]
     if cycle_masks and not made_modules:
@@ -179,4 +179,8 @@ def _split(data: Data, name: str) -> tuple[Tensor, Tensor | None]:
         raise TypeError(f"{name}: expected a tensor or a (x, context) pair of tensors, got {type(data).__name__}")
     if x.dim() < 2 or len(x) == 0:
         raise ValueError(f"{name}: expected a non-empty tensor of rows, shape (N, D), got {tuple(x.shape)}")
+    for part, label in ((x, "rows"), (context, "context")):
+        if part is not None and part.is_floating_point() and not torch.isfinite(part).all():
+            bad = torch.nonzero(~torch.isfinite(part).reshape(len(part), -1).all(-1)).flatten()[:5].tolist()
+            raise ValueError(f"{name}: the {label} hold inf or nan (first bad rows: {bad})")
     return x, context

@@ -102,6 +102,7 @@ class AutoregressiveMADE(nn.Module):
         active mask set."""
         self.check_data(x)
         params = self.made.raw_output(self.to_input(x), context)
+        x = x.expand(params.shape[:-2] + x.shape[-1:])  # broadcast against the context's batch
         return self.conditional_log_prob(params, x).sum(-1)
 
     def log_prob_ensemble(
@@ -126,9 +127,10 @@ class AutoregressiveMADE(nn.Module):
     # -- sampling and completion --------------------------------------------------
     def sample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Ancestral samples of shape ``sample_shape + context batch + (D,)``."""
+        batch_shape = torch.Size(sample_shape) + (context.shape[:-1] if context is not None else torch.Size())
         with torch.no_grad():
             x, _ = self.made.sequential(
-                lambda params, i: self.to_input(self.sample_conditional(params)), torch.Size(sample_shape), context
+                lambda params, i: self.to_input(self.sample_conditional(params)), batch_shape, context
             )
         return self.from_input(x)
 
@@ -231,7 +233,13 @@ class MADEDistribution(dist.TorchDistribution):
         return self.model.sample(sample_shape, self.context)
 
     def expand(self, batch_shape, _instance=None):
-        raise NotImplementedError("MADEDistribution: batch shape comes from the context; expand the context instead")
+        """Expands the batch shape by expanding the context (as Pyro's plates ask)."""
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape == self.batch_shape:
+            return self
+        if self.context is None:
+            return super().expand(batch_shape)
+        return MADEDistribution(self.model, self.context.expand(batch_shape + self.context.shape[-1:]))
 
 
 class BernoulliMADE(AutoregressiveMADE):
@@ -281,7 +289,7 @@ class GaussianMADE(AutoregressiveMADE):
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         loc, unconstrained = params.unbind(-2)
-        return dist.Normal(loc, F.softplus(unconstrained) + SCALE_FLOOR).log_prob(x)
+        return dist.Normal(loc, F.softplus(unconstrained) + SCALE_FLOOR, validate_args=False).log_prob(x)
 
     def sample_conditional(self, params: Tensor) -> Tensor:
         return torch.normal(params[..., 0], F.softplus(params[..., 1]) + SCALE_FLOOR)
@@ -320,7 +328,7 @@ class MixtureMADE(AutoregressiveMADE):
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         logits, loc, scale = self._parts(params, dim=-2)  # each (..., K, D)
-        component = dist.Normal(loc, scale).log_prob(x.unsqueeze(-2))
+        component = dist.Normal(loc, scale, validate_args=False).log_prob(x.unsqueeze(-2))
         return torch.logsumexp(logits.log_softmax(-2) + component, dim=-2)
 
     def sample_conditional(self, params: Tensor) -> Tensor:

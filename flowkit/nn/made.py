@@ -409,6 +409,10 @@ class MADE(nn.Module):
         probe = self.output_layer.weight.new_zeros(batch_shape + (self.input_dim,))
         self._check_inputs(probe, context)
         if method == "fast":
+            # The fast path reads weights directly; one call on zero rows goes through every
+            # layer's __call__, so a MADE converted to a PyroModule registers its parameters.
+            no_rows = None if context is None else context.reshape(-1, self.context_dim)[:0]
+            self.raw_output(probe.reshape(-1, self.input_dim)[:0], no_rows)
             return self._sequential_fast(step, batch_shape, context)
         if method == "naive":
             return self._sequential_naive(step, probe, context)

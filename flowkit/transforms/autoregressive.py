@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
-from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor
 
 from flowkit.nn import MADE
+from flowkit.transforms.cache import CachedTransformModule
 
 __all__ = [
     "AffineIAF",
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-class _AffineAutoregressive(TransformModule):
+class _AffineAutoregressive(CachedTransformModule):
     """Shared parts of MAF and IAF: the affine map, its parameters and the cache."""
 
     domain = constraints.real_vector
@@ -63,7 +63,7 @@ class _AffineAutoregressive(TransformModule):
         scale_floor: float = 1e-3,
         sigmoid_bias: float = 2.0,
     ):
-        super().__init__(cache_size=1)
+        super().__init__()
         _check_made(made)
         if not 0.0 < scale_floor < 1.0:
             raise ValueError(f"scale_floor: expected a float in (0, 1), got {scale_floor!r}")
@@ -73,8 +73,6 @@ class _AffineAutoregressive(TransformModule):
         self.scale_floor = scale_floor
         self.sigmoid_bias = sigmoid_bias
         self._softplus_shift = math.log(math.expm1(1.0 - scale_floor))  # u = 0 gives scale 1
-        self._cached_log_scale: Tensor | None = None
-        self._cache_version: tuple[int, ...] | None = None
 
     # The map y = shift + scale * x, from the MADE's two outputs per input.
     def _affine(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -101,30 +99,13 @@ class _AffineAutoregressive(TransformModule):
 
         return self.made.sequential(solve, batch_shape, self.context)
 
-    # Caching: the last (x, y) pair and its log-scale, dropped when parameters change.
-    def _drop_stale_cache(self) -> None:
-        version = tuple(p._version for p in self.made.parameters())
-        if version != self._cache_version:
-            self._cached_x_y = None, None
-            self._cached_log_scale = None
-            self._cache_version = version
-
-    def __call__(self, x: Tensor) -> Tensor:
-        self._drop_stale_cache()
-        return super().__call__(x)
-
-    def _inv_call(self, y: Tensor) -> Tensor:
-        self._drop_stale_cache()
-        return super()._inv_call(y)
-
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         """:math:`\\sum_i \\log \\sigma_i`, from the cache when ``(x, y)`` is the last pair
         computed (no MADE pass), else from one MADE pass."""
-        self._drop_stale_cache()
-        x_old, y_old = self._cached_x_y
-        if self._cached_log_scale is not None and x is x_old and y is y_old:
-            return self._cached_log_scale.sum(-1)
-        return self._affine(self._conditioner(self._conditioner_input(x, y)))[2].sum(-1)
+        log_scale = self.cached_log_scale(x, y)
+        if log_scale is None:
+            log_scale = self._affine(self._conditioner(self._conditioner_input(x, y)))[2]
+        return log_scale.sum(-1)
 
     def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -155,12 +136,12 @@ class AffineIAF(_AffineAutoregressive):
 
     def _call(self, x: Tensor) -> Tensor:
         shift, scale, log_scale = self._affine(self._conditioner(x))
-        self._cached_log_scale = log_scale
+        self._remember_log_scale(log_scale)
         return shift + scale * x
 
     def _inverse(self, y: Tensor) -> Tensor:
         x, params = self._sequential(lambda shift, scale, i: (y[..., i] - shift) / scale, y.shape[:-1])
-        self._cached_log_scale = self._affine(params)[2]
+        self._remember_log_scale(self._affine(params)[2])
         return x
 
     def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
@@ -182,12 +163,12 @@ class AffineMAF(_AffineAutoregressive):
 
     def _call(self, x: Tensor) -> Tensor:
         y, params = self._sequential(lambda shift, scale, i: shift + scale * x[..., i], x.shape[:-1])
-        self._cached_log_scale = self._affine(params)[2]
+        self._remember_log_scale(self._affine(params)[2])
         return y
 
     def _inverse(self, y: Tensor) -> Tensor:
         shift, scale, log_scale = self._affine(self._conditioner(y))
-        self._cached_log_scale = log_scale
+        self._remember_log_scale(log_scale)
         return (y - shift) / scale
 
     def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
+
+from flowkit.transforms.cache import CachedTransformModule
 
 __all__ = ["ActNorm", "BatchNorm"]
 
 
-class _ElementwiseAffine(TransformModule):
+class _ElementwiseAffine(CachedTransformModule):
     """``y = shift + exp(log_scale) * x`` per dimension; subclasses say where the shift
     and log-scale come from (:meth:`_shift_log_scale`)."""
 
@@ -25,8 +26,7 @@ class _ElementwiseAffine(TransformModule):
     sign = +1
 
     def __init__(self, input_dim: int):
-        super().__init__(cache_size=1)
-        self._cached_log_scale: Tensor | None = None
+        super().__init__()
         if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
             raise ValueError(f"input_dim: expected a positive int, got {input_dim!r}")
         self.input_dim = input_dim
@@ -41,22 +41,20 @@ class _ElementwiseAffine(TransformModule):
     def _call(self, x: Tensor) -> Tensor:
         self._check(x, "x")
         shift, log_scale = self._shift_log_scale(None)
-        self._cached_log_scale = log_scale
+        self._remember_log_scale(log_scale)
         return shift + log_scale.exp() * x
 
     def _inverse(self, y: Tensor) -> Tensor:
         self._check(y, "y")
         shift, log_scale = self._shift_log_scale(y)
-        self._cached_log_scale = log_scale
+        self._remember_log_scale(log_scale)
         return (y - shift) * (-log_scale).exp()
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         """The log-scale used for this pair when it is the last one computed, else the
         one :meth:`_inverse` would use for ``y``."""
-        x_old, y_old = self._cached_x_y
-        if self._cached_log_scale is not None and x is x_old and y is y_old:
-            log_scale = self._cached_log_scale
-        else:
+        log_scale = self.cached_log_scale(x, y)
+        if log_scale is None:
             log_scale = self._shift_log_scale(y)[1]
         return log_scale.sum(-1).expand(y.shape[:-1])
 
@@ -139,6 +137,7 @@ class ActNorm(_ElementwiseAffine):
         return self.shift, self.log_scale
 
     def _inverse(self, y: Tensor) -> Tensor:
+        self._check(y, "y")
         if self.training and not self.initialized:
             flat = y.detach().reshape(-1, self.input_dim)
             if flat.shape[0] < 2:

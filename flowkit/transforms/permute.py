@@ -6,15 +6,15 @@ from collections.abc import Sequence
 
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor
 
 from flowkit.nn.masks import make_order
+from flowkit.transforms.cache import CachedTransformModule
 
 __all__ = ["Permute", "permute"]
 
 
-class Permute(TransformModule):
+class Permute(CachedTransformModule):
     """Reorders the last dimension: ``y = x[..., permutation]``.
 
     Unlike Pyro's ``Permute``, the permutation is a buffer, so it is saved in the
@@ -35,7 +35,7 @@ class Permute(TransformModule):
     volume_preserving = True
 
     def __init__(self, permutation: Sequence[int] | Tensor):
-        super().__init__(cache_size=1)
+        super().__init__()
         permutation = torch.as_tensor(permutation)
         permutation = make_order(len(permutation), permutation)
         self.register_buffer("permutation", permutation)

@@ -1,0 +1,525 @@
+"""Tests for the flow builders flowkit.maf / flowkit.iaf and the Flow module.
+
+Pyro's convention: sampling pushes base noise through the transforms in list order,
+scoring inverts them in reverse. MAF scores data in one MADE pass per step and samples
+sequentially; IAF samples in one pass per step and scores its own samples from a cache.
+"""
+
+import math
+import pickle
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.nn.module import PyroModule, to_pyro_module_
+from pyro.optim import Adam
+from torch import nn
+
+import flowkit
+from flowkit.nn import MADE
+from flowkit.transforms import ActNorm, AffineIAF, AffineMAF, BatchNorm, Permute
+
+BUILDERS = {"maf": flowkit.maf, "iaf": flowkit.iaf}
+TOL = dict(atol=1e-10, rtol=1e-10)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: thread synchronisation would dominate. Restored for other modules.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _clean_param_store():
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
+# ----------------------------------------------------------------------------- helpers
+def perturb_(module, gain=1.5, seed=0):
+    """Redraws every parameter (biases N(0, 0.5^2), weights N(0, gain^2 / fan_in)) so the
+    flow is far from its near-identity start but numerically well behaved."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            std = 0.5 if p.dim() == 1 else gain / math.sqrt(p.shape[1])
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
+    return module
+
+
+def randn(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def made_parameters(flow):
+    return [(name, p) for name, p in flow.named_parameters() if ".made." in name]
+
+
+def standard_normal_log_prob(x):
+    return torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
+
+
+class PassCounter:
+    """Counts MADE passes: one-pass calls (raw_output) and sequential sweeps. The fast
+    sequential method does not call raw_output, so it is counted separately."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.raw_output = self.sequential = 0
+
+    @property
+    def counts(self):
+        return self.raw_output, self.sequential
+
+
+@pytest.fixture
+def made_passes(monkeypatch):
+    counter = PassCounter()
+    raw_output, sequential = MADE.raw_output, MADE.sequential
+
+    def counting_raw_output(self, *args, **kwargs):
+        counter.raw_output += 1
+        return raw_output(self, *args, **kwargs)
+
+    def counting_sequential(self, *args, **kwargs):
+        counter.sequential += 1
+        return sequential(self, *args, **kwargs)
+
+    monkeypatch.setattr(flowkit.nn.MADE, "raw_output", counting_raw_output)
+    monkeypatch.setattr(flowkit.nn.MADE, "sequential", counting_sequential)
+    return counter
+
+
+# --------------------------------------------------------------------------- structure
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_flow_is_a_module_with_the_requested_layers(kind):
+    flow = BUILDERS[kind](3, num_transforms=3, hidden_dims=[8], batch_norm=True, act_norm=True, seed=0)
+    assert isinstance(flow, nn.Module) and isinstance(flow, flowkit.Flow)
+    step = {"maf": AffineMAF, "iaf": AffineIAF}[kind]
+    types = [type(t) for t in flow.transforms]
+    assert types == [step, BatchNorm, ActNorm, Permute] * 2 + [step]
+    assert len(list(flow.parameters())) > 0
+    # every parameter of every step is registered with the flow (so optimisers see it)
+    registered = {id(p) for p in flow.parameters()}
+    for t in flow.transforms:
+        assert {id(p) for p in t.parameters()} <= registered
+    assert len(made_parameters(flow)) == 3 * len(list(flow.transforms[0].made.parameters()))
+
+
+def test_flow_without_permutations_and_in_one_dimension():
+    assert [type(t) for t in flowkit.maf(3, num_transforms=2, hidden_dims=[8], permutation=None).transforms] == [
+        AffineMAF,
+        AffineMAF,
+    ]
+    # a permutation of one input is pointless, and left out
+    assert [type(t) for t in flowkit.iaf(1, num_transforms=2, hidden_dims=[4]).transforms] == [AffineIAF, AffineIAF]
+
+
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_flow_starts_near_identity(kind):
+    flow = BUILDERS[kind](4, num_transforms=3, hidden_dims=[32, 32], permutation=None, seed=0)
+    x = torch.randn(256, 4)
+    y = x
+    for t in flow.transforms:
+        y = t(y)
+    assert (y - x).abs().max() < 0.05
+    # with the default (reversed) permutations the density starts near the base's
+    flow = BUILDERS[kind](4, num_transforms=3, hidden_dims=[32, 32], seed=0)
+    assert (flow.log_prob(x) - standard_normal_log_prob(x)).abs().max() < 0.1
+
+
+# ------------------------------------------------------------ state_dict, dtype, pickle
+FLOW_OPTIONS = {
+    "plain": {},
+    "random_permutation": {"permutation": "random"},
+    "stable": {"stable": True},
+    "batch_norm": {"batch_norm": True},
+    "act_norm": {"act_norm": True},
+    "residual_skip": {"hidden_dims": [12, 12], "residual": True, "skip_connections": True},
+    "conditional": {"context_dim": 2},
+}
+
+
+def _fresh_flow(kind, options, seed):
+    """A flow with non-trivial weights, in float64, never called."""
+    # tanh and gain 1: non-trivial, yet IAF's sequential inverse of the data stays well
+    # conditioned (a perturbed ReLU IAF can blow points 2 away from its samples up to inf)
+    options = {"hidden_dims": [12], "activation": "tanh", **options}
+    torch.manual_seed(seed)
+    return perturb_(BUILDERS[kind](3, num_transforms=3, seed=seed, **options).double(), gain=1.0, seed=seed)
+
+
+def _context(options, n):
+    return randn(n, 2, seed=9) if options.get("context_dim") else None
+
+
+def _used_flow(kind, options, seed):
+    """A fresh flow that has scored data in training mode (so batch norm has running
+    averages and ActNorm is initialised), then put in eval mode."""
+    flow = _fresh_flow(kind, options, seed)
+    flow.log_prob(2.0 + randn(64, 3, seed=8), _context(options, 64))
+    return flow.eval()
+
+
+@pytest.mark.parametrize("options", FLOW_OPTIONS.values(), ids=FLOW_OPTIONS.keys())
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_state_dict_round_trip_into_a_fresh_flow_built_with_another_seed(kind, options):
+    source = _used_flow(kind, options, seed=0)
+    x, context = randn(16, 3, seed=2), _context(options, 16)
+    expected = source.log_prob(x, context)
+    target = _fresh_flow(kind, options, seed=1).eval()  # other masks, permutations, weights
+    target.load_state_dict(source.state_dict())
+    torch.testing.assert_close(target.log_prob(x.clone(), context), expected, **TOL)
+
+
+@pytest.mark.parametrize("options", FLOW_OPTIONS.values(), ids=FLOW_OPTIONS.keys())
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_state_dict_load_invalidates_cached_results(kind, options):
+    source = _used_flow(kind, options, seed=0)
+    target = _used_flow(kind, options, seed=1)
+    x, context = randn(16, 3, seed=2), _context(options, 16)
+    expected = source.log_prob(x.clone(), context)
+    before = target.log_prob(x, context)
+    assert (before - expected).abs().max() > 1e-3  # the flows really differ
+    target.load_state_dict(source.state_dict())
+    # the same x object as before loading: a stale cached result must not come back
+    torch.testing.assert_close(target.log_prob(x, context), expected, **TOL)
+
+
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_double_converts_everything(kind):
+    flow = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], batch_norm=True, seed=0).eval()
+    x = torch.randn(5, 3)
+    lp32 = flow.log_prob(x)
+    flow.double()
+    assert flow.base_loc.dtype == flow.base_scale.dtype == torch.float64
+    assert flow.base_distribution().sample().dtype == torch.float64
+    lp64 = flow.log_prob(x.double())
+    assert lp64.dtype == torch.float64
+    torch.testing.assert_close(lp64.float(), lp32, atol=1e-4, rtol=1e-4)
+    assert flow.sample((4,)).dtype == torch.float64
+    y, log_q = flow.rsample_and_log_prob((4,))
+    assert y.dtype == log_q.dtype == torch.float64
+
+
+@pytest.mark.parametrize("options", FLOW_OPTIONS.values(), ids=FLOW_OPTIONS.keys())
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_pickle_round_trip_of_a_used_flow(kind, options):
+    flow = _used_flow(kind, options, seed=0)
+    x, context = randn(8, 3, seed=2), _context(options, 8)
+    flow.rsample_and_log_prob((8,), context)[1].sum().backward()  # caches now hold graph tensors
+    restored = pickle.loads(pickle.dumps(flow))
+    torch.testing.assert_close(restored.log_prob(x, context), flow.log_prob(x.clone(), context), **TOL)
+
+
+# ----------------------------------------------------------------- log_prob consistency
+@pytest.mark.parametrize("options", FLOW_OPTIONS.values(), ids=FLOW_OPTIONS.keys())
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_log_prob_agrees_with_distribution_and_rsample_and_log_prob(kind, options):
+    flow = _used_flow(kind, options, seed=0)
+    x, context = randn(16, 3, seed=2), _context(options, 16)
+    log_p = flow.log_prob(x, context)
+    assert log_p.shape == (16,)
+    torch.testing.assert_close(flow(context).log_prob(x.clone()), log_p, **TOL)
+    # the log-density that comes with the samples is the density of those samples
+    y, log_q = flow.rsample_and_log_prob((16,) if context is None else (), context)
+    assert y.shape == (16, 3) and log_q.shape == (16,)
+    torch.testing.assert_close(flow.log_prob(y.detach().clone(), context), log_q.detach(), **TOL)
+
+
+def _grid_integral(flow, low, high, n):
+    """Trapezoid integral of the flow's density over [low, high]^D, D = 1 or 2."""
+    g = torch.linspace(low, high, n, dtype=torch.float64)
+    if flow.input_dim == 1:
+        with torch.no_grad():
+            return torch.trapezoid(flow.log_prob(g[:, None]).exp(), g), g[:, None]
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    points = torch.stack([xx, yy], dim=-1).reshape(-1, 2)
+    with torch.no_grad():
+        density = flow.log_prob(points).exp().reshape(n, n)
+    return torch.trapezoid(torch.trapezoid(density, g, dim=1), g), points
+
+
+@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_density_integrates_to_one_in_1d(kind, stable):
+    flow = perturb_(BUILDERS[kind](1, num_transforms=3, hidden_dims=[8], stable=stable, seed=0).double(), seed=1)
+    integral, grid = _grid_integral(flow, -12.0, 12.0, 4001)
+    assert abs(integral.item() - 1.0) < 1e-3
+    with torch.no_grad():  # not the base density: the flow really transforms
+        assert (flow.log_prob(grid) - standard_normal_log_prob(grid)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_density_integrates_to_one_in_2d(kind, stable):
+    # tanh keeps the perturbed density smooth enough for a 301 x 301 grid
+    flow = BUILDERS[kind](2, num_transforms=3, hidden_dims=[16, 16], stable=stable, activation="tanh", seed=0)
+    flow = perturb_(flow.double(), seed=1)
+    integral, grid = _grid_integral(flow, -10.0, 10.0, 301)
+    assert abs(integral.item() - 1.0) < 1e-3
+    with torch.no_grad():
+        assert (flow.log_prob(grid) - standard_normal_log_prob(grid)).exp().max() > 1.5
+
+
+# ------------------------------------------------------------------------ conditional
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_conditional_flow_shapes(kind):
+    flow = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0)
+    context = torch.randn(5, 2)
+    assert flow.sample(context=context).shape == (5, 3)
+    assert flow.rsample(context=context).shape == (5, 3)
+    assert flow.sample((4,), context=context).shape == (4, 5, 3)
+    assert flow.log_prob(torch.randn(5, 3), context).shape == (5,)
+    # a single context broadcasts over a batch of x
+    assert flow.log_prob(torch.randn(7, 3), torch.randn(2)).shape == (7,)
+    y, log_q = flow.rsample_and_log_prob((), context)
+    assert y.shape == (5, 3) and log_q.shape == (5,)
+
+
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_conditional_flow_density_depends_on_context(kind):
+    flow = perturb_(BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0).double())
+    x = randn(6, 3, seed=1)
+    a = flow.log_prob(x, randn(2, seed=2))
+    b = flow.log_prob(x.clone(), randn(2, seed=3))
+    assert (a - b).abs().max() > 1e-2
+    # and a batch of contexts gives each row its own
+    contexts = randn(6, 2, seed=4)
+    rows = torch.stack([flow.log_prob(x[n].clone(), contexts[n]) for n in range(6)])
+    torch.testing.assert_close(flow.log_prob(x.clone(), contexts), rows, **TOL)
+
+
+# ------------------------------------------------------------------------------- Pyro
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_flow_as_observed_site_with_pyro_module(kind):
+    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], seed=0)
+    data = torch.randn(50, 2) * torch.tensor([2.0, 0.5]) + torch.tensor([1.0, -1.0])
+
+    def model(data):
+        pyro.module("flow", flow)
+        with pyro.plate("data", len(data)):
+            pyro.sample("x", flow(), obs=data)
+
+    trace = pyro.poutine.trace(model).get_trace(data)
+    torch.testing.assert_close(trace.log_prob_sum(), flow.log_prob(data.clone()).sum())
+    names = set(pyro.get_param_store().keys())
+    assert names == {f"flow$$${name}" for name, _ in flow.named_parameters()}
+    # maximum likelihood through SVI with an empty guide
+    svi = SVI(model, lambda data: None, Adam({"lr": 0.01}), Trace_ELBO())
+    losses = [svi.step(data) for _ in range(30)]
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def _trace_converted_flow(flow, data=None):
+    """Converts ``flow`` with to_pyro_module_ and traces one site using it: an observed
+    site when ``data`` is given (scoring), a latent one otherwise (sampling)."""
+    to_pyro_module_(flow)
+    assert isinstance(flow, PyroModule)
+
+    def model():
+        pyro.sample("x", flow(), obs=data)
+
+    trace = pyro.poutine.trace(model).get_trace()
+    trace.compute_log_prob()
+    return trace
+
+
+# (conditional flows cannot be converted: Pyro's ConditionalTransformModule is an ABC and
+# PyroModule[...] of it is a metaclass conflict, in Pyro itself; wrapping works, below)
+@pytest.mark.parametrize("observe", [True, False], ids=["score", "sample"])
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_flow_converted_to_pyro_module_registers_its_parameters(kind, observe):
+    # both directions: the one-pass one and the sequential one (MAF sampling, IAF scoring)
+    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], seed=0)
+    data = torch.randn(10, 2) if observe else None
+    expected = flow.log_prob(data.clone()).sum() if observe else None
+    trace = _trace_converted_flow(flow, data)
+    if observe:
+        torch.testing.assert_close(trace.log_prob_sum(), expected)
+    assert set(pyro.get_param_store().keys()) == {name for name, _ in flow.named_parameters()}
+
+
+@pytest.mark.parametrize("layer", ["batch_norm", "act_norm"])
+def test_flow_converted_to_pyro_module_registers_normalisation_parameters(layer):
+    flow = flowkit.maf(2, num_transforms=2, hidden_dims=[8], seed=0, **{layer: True}).eval()
+    _trace_converted_flow(flow, torch.randn(10, 2))  # MAF scoring: the one-pass direction
+    assert set(pyro.get_param_store().keys()) == {name for name, _ in flow.named_parameters()}
+
+
+@pytest.mark.parametrize("context_dim", [0, 2])
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_flow_inside_a_pyro_module(kind, context_dim):
+    class Model(PyroModule):
+        def __init__(self, flow):
+            super().__init__()
+            self.flow = flow
+
+        def forward(self, data, context):
+            return pyro.sample("x", self.flow(context), obs=data)
+
+    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], context_dim=context_dim, seed=0)
+    data, context = torch.randn(10, 2), (torch.randn(10, 2) if context_dim else None)
+    trace = pyro.poutine.trace(Model(flow)).get_trace(data, context)
+    torch.testing.assert_close(trace.log_prob_sum(), flow.log_prob(data.clone(), context).sum())
+    assert set(pyro.get_param_store().keys()) == {f"flow$$${name}" for name, _ in flow.named_parameters()}
+
+
+# -------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_context_errors_name_context(kind):
+    conditional = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0)
+    plain = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0)
+    x = torch.randn(4, 3)
+    calls = [
+        lambda: conditional.log_prob(x),  # missing
+        lambda: conditional.sample((2,)),
+        lambda: conditional.rsample_and_log_prob((2,)),
+        lambda: conditional(),
+        lambda: plain.log_prob(x, torch.randn(4, 2)),  # unexpected
+        lambda: plain.sample((2,), context=torch.randn(2)),
+        lambda: conditional.log_prob(x, torch.randn(4, 3)),  # wrong size
+        lambda: conditional.sample(context=torch.randn(4, 1)),
+        lambda: conditional.log_prob(x, torch.tensor(1.0)),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="context"):
+            call()
+
+
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_x_errors_name_x(kind):
+    flow = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0)
+    for bad in (torch.randn(4, 2), torch.randn(4, 4), torch.tensor(1.0), [0.0, 1.0, 2.0]):
+        with pytest.raises(ValueError, match="x"):
+            flow.log_prob(bad)
+
+
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_builder_argument_errors(kind):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="num_transforms"):
+            BUILDERS[kind](3, num_transforms=bad, hidden_dims=[8])
+    with pytest.raises(ValueError, match="permutation"):
+        BUILDERS[kind](3, hidden_dims=[8], permutation="foo")
+
+
+# ---------------------------------------------------------------------- IAF and caching
+def test_iaf_rsample_and_log_prob_makes_one_pass_per_step(made_passes):
+    flow = flowkit.iaf(3, num_transforms=4, hidden_dims=[16], batch_norm=True, seed=0)
+    made_passes.reset()
+    flow.rsample_and_log_prob((32,))
+    assert made_passes.counts == (4, 0)
+
+
+def test_iaf_log_prob_of_its_own_samples_is_free(made_passes):
+    flow = flowkit.iaf(3, num_transforms=4, hidden_dims=[16], seed=0)
+    d = flow()
+    y = d.rsample((32,))
+    assert made_passes.counts == (4, 0)
+    made_passes.reset()
+    log_q = d.log_prob(y)
+    assert made_passes.counts == (0, 0)
+    # and it is the right value
+    torch.testing.assert_close(log_q, flow.log_prob(y.detach().clone()), atol=1e-5, rtol=1e-5)
+
+
+def test_pass_counts_of_the_other_directions(made_passes):
+    # MAF scores data in one pass per step; IAF scores outside points sequentially
+    maf, iaf = (b(3, num_transforms=3, hidden_dims=[16], seed=0) for b in (flowkit.maf, flowkit.iaf))
+    x = torch.randn(8, 3)
+    made_passes.reset()
+    maf.log_prob(x)
+    assert made_passes.counts == (3, 0)
+    made_passes.reset()
+    iaf.log_prob(x.clone())
+    assert made_passes.sequential == 3
+
+
+def test_iaf_cached_log_prob_keeps_gradients():
+    flow = flowkit.iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
+    d = flow()
+    y = d.rsample((64,))
+    d.log_prob(y).sum().backward()
+    for name, p in made_parameters(flow):
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_iaf_cache_is_dropped_after_an_optimizer_step():
+    flow = flowkit.iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=0.05)
+    d = flow()
+    y = d.rsample((32,))
+    stale = d.log_prob(y)
+    (-stale.mean()).backward()
+    optimizer.step()
+    again = d.log_prob(y)  # the same y object: a cache hit would return stale values
+    fresh = flow.log_prob(y.detach().clone())
+    torch.testing.assert_close(again, fresh, atol=1e-5, rtol=1e-5)
+    assert (again - stale).abs().max() > 1e-3
+
+
+def test_iaf_guide_in_svi_trains_for_many_steps():
+    flow = flowkit.iaf(2, num_transforms=2, hidden_dims=[16], seed=0)
+    target = dist.Normal(torch.tensor([3.0, -2.0]), torch.tensor([1.0, 0.5])).to_event(1)
+
+    def model():
+        pyro.sample("z", target)
+
+    def guide():
+        pyro.module("flow", flow)
+        pyro.sample("z", flow())
+
+    svi = SVI(model, guide, Adam({"lr": 0.02}), Trace_ELBO())
+    losses = [svi.step() for _ in range(40)]  # would raise "backward through the graph a second time"
+    assert all(math.isfinite(loss) for loss in losses)
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 1.0
+
+
+# ------------------------------------------------------------------------- gradients
+def test_maf_rsample_gradients_reach_every_made_parameter():
+    flow = flowkit.maf(3, num_transforms=2, hidden_dims=[16], seed=0)
+    flow.rsample((8,)).sum().backward()
+    for name, p in made_parameters(flow):
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+
+
+# ------------------------------------------------------------- batch norm in flows
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_flow_eval_after_training_on_the_same_batch(kind):
+    # scoring a batch in training mode, then the same tensor in eval mode, must use the
+    # running averages (not a cached training-mode result)
+    flow = _used_flow(kind, {"batch_norm": True}, seed=0)
+    y = 2.0 + randn(64, 3, seed=8)
+    flow.train()
+    flow.log_prob(y)
+    flow.eval()
+    torch.testing.assert_close(flow.log_prob(y), flow.log_prob(y.clone()), **TOL)
+
+
+# ---------------------------------------------------------------------- heavy tails
+@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_training_on_heavy_tailed_data_stays_finite(kind, stable):
+    torch.manual_seed(0)
+    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], stable=stable, seed=0)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)
+    student = torch.distributions.StudentT(2.0)  # infinite variance: rare huge points
+    for step in range(2000):
+        loss = -flow.log_prob(student.sample((64, 2))).mean()
+        assert torch.isfinite(loss), f"step {step}: loss {loss}"
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, p in flow.named_parameters():
+        assert torch.isfinite(p).all(), name
