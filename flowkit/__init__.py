@@ -1,6 +1,6 @@
 """flowkit: normalizing flows for PyTorch and Pyro, built on MADE."""
 
-from flowkit import datasets, transforms
+from flowkit import datasets, infer, transforms
 from flowkit.checks import AutoregressiveReport, check_autoregressive
 from flowkit.distributions import (
     BernoulliMADE,
@@ -30,6 +30,7 @@ __all__ = [
     "check_autoregressive",
     "datasets",
     "fit",
+    "infer",
     "iaf",
     "maf",
     "masks",
