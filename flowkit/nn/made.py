@@ -1,9 +1,9 @@
 r"""Masked linear layers and MADE, the masked autoregressive conditioner.
 
 MADE (Germain et al., 2015) multiplies the weights of an autoencoder by binary masks,
-:math:`h = g((W \odot M) x + b)`, so that the outputs for input :math:`x_d` depend only
-on the inputs that come before :math:`x_d` in an order. One pass then gives the
-parameters of every conditional :math:`p(x_d \mid x_{<d})`.
+\(h = g((W \odot M) x + b)\), so that the outputs for input \(x_d\) depend only
+on the inputs that come before \(x_d\) in an order. One pass then gives the
+parameters of every conditional \(p(x_d \mid x_{<d})\).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ class LostDependencyWarning(UserWarning):
 
 class MaskedLinear(nn.Linear):
     r"""A linear layer whose weight is multiplied by a fixed boolean mask,
-    :math:`y = (W \odot M) x + b`.
+    \(y = (W \odot M) x + b\).
 
     The mask is a registered buffer, so it follows ``.to()``, ``.double()``, the
-    ``state_dict`` and pickling. Weights are initialised like :class:`torch.nn.Linear`
+    ``state_dict`` and pickling. Weights are initialised like `torch.nn.Linear`
     but with each unit's fan-in counted after masking, so sparse rows are not
     initialised too small.
 
@@ -48,7 +48,7 @@ class MaskedLinear(nn.Linear):
         mask: A boolean tensor of shape ``(out_features, in_features)``.
         bias: Whether to add a bias.
 
-    Example:
+    Examples:
         >>> layer = MaskedLinear(torch.tensor([[True, False], [True, True]]))
         >>> layer(torch.ones(2)).shape
         torch.Size([2])
@@ -75,7 +75,7 @@ class MaskedLinear(nn.Linear):
         self.mask.copy_(mask)
 
     def masked_weight(self) -> Tensor:
-        """The effective weight :math:`W \\odot M`."""
+        r"""The effective weight \(W \odot M\)."""
         return self.weight * self.mask
 
     def forward(self, x: Tensor) -> Tensor:
@@ -86,22 +86,22 @@ class MADE(nn.Module):
     r"""Masked Autoencoder for Distribution Estimation.
 
     Maps ``x`` of shape ``(..., D)`` to parameters for every conditional
-    :math:`p(x_d \mid x_{<d}, c)`: the outputs for input ``d`` depend only on the inputs
+    \(p(x_d \mid x_{<d}, c)\): the outputs for input ``d`` depend only on the inputs
     that come before ``d`` in ``permutation`` (and on the optional context ``c``).
 
-    The call convention is Pyro's :class:`pyro.nn.AutoRegressiveNN`, so a MADE with
+    The call convention is Pyro's `pyro.nn.AutoRegressiveNN`, so a MADE with
     ``param_dims=[1, 1]`` is a drop-in ``autoregressive_nn`` for
-    :class:`pyro.distributions.transforms.AffineAutoregressive`:
+    `pyro.distributions.transforms.AffineAutoregressive`:
 
     * ``param_dims=[1]``: one tensor ``(..., D)``;
     * ``param_dims=[p]``: one tensor ``(..., p, D)``;
     * ``param_dims=[1, 1, ...]``: a tuple of ``(..., D)`` tensors;
     * otherwise a tuple with one ``(..., p_i, D)`` tensor for each ``p_i``.
 
-    :meth:`raw_output` gives all parameters as one ``(..., sum(param_dims), D)`` tensor.
+    [`raw_output`][flowkit.nn.made.MADE.raw_output] gives all parameters as one ``(..., sum(param_dims), D)`` tensor.
 
     A MADE can hold several mask sets (orders and hidden degrees) and switch between
-    them with :meth:`set_mask`: that is the MADE paper's order- and connectivity-agnostic
+    them with [`set_mask`][flowkit.nn.made.MADE.set_mask]: that is the MADE paper's order- and connectivity-agnostic
     training (cycle masks per minibatch) and ensembling (average over masks).
 
     Args:
@@ -111,24 +111,25 @@ class MADE(nn.Module):
         context_dim: The size of the context (conditioning) input; 0 for none.
         order: ``"natural"``, ``"reversed"``, ``"random"`` or a permutation of
             ``range(D)`` listing the inputs in autoregressive order (see
-            :func:`~flowkit.nn.masks.make_order`). With ``"random"`` every mask set
+            [`make_order`][flowkit.nn.masks.make_order]). With ``"random"`` every mask set
             gets its own order.
         degrees: Hidden-degree scheme, ``"even"`` or ``"random"`` (see
-            :func:`~flowkit.nn.masks.hidden_degrees`).
+            [`hidden_degrees`][flowkit.nn.masks.hidden_degrees]).
         activation: A name (``"relu"``, ``"elu"``, ``"tanh"``, ``"gelu"``, ``"silu"``,
             ``"leaky_relu"``, ``"softplus"``, ``"sigmoid"``), a module or a module class.
         skip_connections: Add direct masked connections from inputs (and context)
             to outputs.
         residual: Make every hidden layer after the first residual,
-            :math:`h_l = h_{l-1} + g(W_l h_{l-1} + b_l)`. Needs equal widths.
+            \(h_l = h_{l-1} + g(W_l h_{l-1} + b_l)\). Needs equal widths.
         num_masks: The number of mask sets.
-        seed: An int or a :class:`torch.Generator` that fixes the masks; ``None`` draws
+        seed: An int or a `torch.Generator` that fixes the masks; ``None`` draws
             them from torch's global generator (as Pyro does).
         on_lost_dependencies: ``"warn"`` (default) or ``"raise"`` when hidden layers
             narrower than ``D - 1`` (``D`` with a context) leave some allowed (input,
-            output) pairs unconnected; :meth:`lost_dependencies` lists them.
+            output) pairs unconnected; [`lost_dependencies`][flowkit.nn.made.MADE.lost_dependencies]
+            lists them.
 
-    Example:
+    Examples:
         >>> made = MADE(3, [16, 16], param_dims=[1, 1], order="reversed", seed=0)
         >>> loc, log_scale = made(torch.randn(5, 3))
         >>> loc.shape
@@ -302,7 +303,7 @@ class MADE(nn.Module):
         return self.orders[self.mask_index]
 
     def get_permutation(self) -> Tensor:
-        """The active order, as :meth:`pyro.nn.AutoRegressiveNN.get_permutation`."""
+        """The active order, as Pyro's `AutoRegressiveNN.get_permutation`."""
         return self.permutation
 
     # ------------------------------------------------------------------ forward
@@ -390,7 +391,7 @@ class MADE(nn.Module):
             ``(x, params)``: ``x`` of shape ``(*batch, D)`` and the MADE outputs at ``x``,
             of shape ``(*batch, sum(param_dims), D)``.
 
-        Example:
+        Examples:
             >>> made = MADE(3, [8], seed=0)
             >>> x, params = made.sequential(lambda p, i: p[..., 0] + 1.0, batch_shape=(4,))
             >>> torch.allclose(params, made.raw_output(x))
@@ -447,6 +448,7 @@ class MADE(nn.Module):
             if self.context_skip_layer is not None:
                 context_out = self.context_skip_layer(context)
 
+        order_list = order.tolist()  # one device sync here, none per step
         empty = out_bias.new_zeros(batch_shape + (0,))
         x_ranked = empty  # the inputs of rank < k, in rank order
         known = [empty] * len(layers)  # per layer, the units of degree <= k computed so far
@@ -469,7 +471,7 @@ class MADE(nn.Module):
                 params = params + x_ranked @ skip_weight[k, :, :k].T
                 if context is not None:
                     params = params + context_out[..., out_rows[k]]
-            x_k = step(params, int(order[k]))
+            x_k = step(params, order_list[k])
             x_ranked = torch.cat([x_ranked, x_k.unsqueeze(-1)], dim=-1)
             params_ranked.append(params)
         ranks = input_degrees - 1
