@@ -1,8 +1,11 @@
-"""The examples run, and every Python code block in the documentation runs.
+"""The examples and the benchmark run, and every Python code block in the documentation runs.
 
-The examples are run as a user runs them, as scripts in a fresh interpreter. The code
-blocks of ``docs/*.md`` (and of the README) are executed one by one, each in a fresh
-namespace and an empty working directory, so the documentation cannot silently rot.
+The examples are run as a user runs them, as scripts in a fresh interpreter, with
+``--quick`` (tiny models, a few seconds each) and tiny fake data files where they need
+some; the tests check that they exit cleanly, print finite numbers and write their
+figure. The code blocks of ``docs/*.md`` (and of the README) are executed one by one,
+each in a fresh namespace and an empty working directory, so the documentation cannot
+silently rot.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,11 +26,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs ``examples/<script>`` with this interpreter, the repository importable."""
+    """Runs ``<script>`` (a path from the repository root, e.g. ``examples/plot_masks.py``)
+    with this interpreter, the repository importable, and asserts that it exits with 0."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # One torch thread, as in conftest.py: on a busy 2-core machine a second one makes
+    # these small models several times slower.
+    env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / script), *args],
+        [sys.executable, str(REPO / script), *args],
         check=False,  # the assert below shows the output
         cwd=REPO,
         env=env,
@@ -53,8 +61,39 @@ def printed_number(stdout: str, label: str) -> float:
     raise AssertionError(f"no line starting with {label!r} in:\n{stdout}")
 
 
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The body rows of the Markdown tables in ``stdout``, by their first cell (header and
+    separator rows left out): ``| dna | 12 | 8.5 |`` gives ``{"dna": ["12", "8.5"]}``."""
+    lines = [line.strip() for line in stdout.splitlines()]
+    is_row = [line.startswith("|") and line.endswith("|") for line in lines]
+    is_separator = [row and set(line) <= set("|-: ") for row, line in zip(is_row, lines)]
+    rows = {}
+    for k, line in enumerate(lines):
+        is_header = k + 1 < len(lines) and is_separator[k + 1]
+        if is_row[k] and not is_separator[k] and not is_header:
+            first, *cells = (cell.strip() for cell in line.strip("|").split("|"))
+            rows[first] = cells
+    return rows
+
+
+def finite_numbers(cells: list[str]) -> list[float]:
+    """The numbers in table cells, asserted finite: ``"8.83 / 8.60"`` is two numbers,
+    ``"1.5x"`` one, and a label such as ``"64x2"`` none (callers check the count)."""
+    numbers = []
+    for cell in cells:
+        for part in cell.split("/"):
+            part = part.strip().removesuffix("x")
+            try:
+                numbers.append(float(part))
+            except ValueError:
+                continue  # a label such as "64x2"
+    assert numbers, f"no numbers in {cells}"
+    assert all(math.isfinite(n) for n in numbers), f"non-finite numbers in {cells}"
+    return numbers
+
+
 def test_made_digits_quick(tmp_path):
-    stdout = run_script("made_digits.py", "--quick", "--out", str(tmp_path)).stdout
+    stdout = run_script("examples/made_digits.py", "--quick", "--no-progress", "--out", str(tmp_path)).stdout
 
     baseline = printed_number(stdout, "independent Bernoulli pixels (baseline)")
     single = printed_number(stdout, "(a) MADE, one mask, natural order")
@@ -66,13 +105,57 @@ def test_made_digits_quick(tmp_path):
         assert 0 < nll < uniform, f"{name} NLL {nll} is not between 0 and {uniform:.2f}"
     # Jensen: the log of the mean likelihood is at least the mean of the log-likelihoods.
     assert ensemble <= per_mask
+    best, worst = (float(v) for v in re.search(r"best (\S+), worst (\S+)$", stdout, re.MULTILINE).groups())
+    assert best <= per_mask <= worst
+    assert "the top half: True" in stdout, stdout  # natural order completes exactly
     assert_png(tmp_path / "made_digits.png")
     assert re.search(r"^figure: .*made_digits\.png$", stdout, re.MULTILINE), stdout
 
 
+def test_face_completion_quick(tmp_path):
+    stdout = run_script("examples/face_completion.py", "--quick", "--no-progress", "--out", str(tmp_path)).stdout
+    rows = table_rows(stdout)
+    assert set(rows) >= {"faces", "digits"}, stdout
+    for cells in rows.values():
+        dim, levels, nll, bits_per_pixel, uniform = finite_numbers(cells)
+        assert nll > 0 and uniform == pytest.approx(dim * math.log(levels), abs=0.05), cells
+        assert bits_per_pixel == pytest.approx(nll / dim / math.log(2), abs=2e-3), cells
+    assert_png(tmp_path / "face_completion.png")
+
+
+def test_made_uci_quick(tmp_path):
+    """Tiny fake data (the real files are not in the repository): dna is there,
+    mushrooms is not and is skipped."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {name: rng.integers(0, 2, size=(rows, 12)) for name, rows in (("train", 60), ("valid", 20), ("test", 20))}
+    np.savez(data / "dna.npz", **arrays)
+    stdout = run_script(
+        "examples/made_uci.py", "--quick", "--no-progress", "--data-dir", str(data), "--out", str(tmp_path),
+        "--datasets", "dna", "mushrooms",
+    ).stdout  # fmt: skip
+    assert re.search(r"^skipping mushrooms: no file .*mushrooms\.npz$", stdout, re.MULTILINE), stdout
+    rows = table_rows(stdout)
+    assert "dna" in rows and "mushrooms" not in rows, stdout
+    dim, *nlls, _seconds = finite_numbers(rows["dna"])
+    # 1 mask (ours, paper), mask sampling (ours with mask 0 / ensemble, paper)
+    assert dim == 12 and len(nlls) == 5, rows["dna"]
+    assert all(0 < nll < 100 for nll in nlls), rows["dna"]
+    assert_png(tmp_path / "made_uci.png")
+
+
+def test_sequential_benchmark_quick():
+    stdout = run_script("benchmarks/sequential.py", "--quick").stdout
+    rows = table_rows(stdout)
+    assert {"2", "4"} <= set(rows), stdout
+    for dim in ("2", "4"):
+        assert len(finite_numbers(rows[dim])) == 6, rows[dim]  # the "64x2" hidden label is not a number
+
+
 def test_plot_masks(tmp_path):
     out = tmp_path / "figures" / "made_masks.png"  # the folder does not exist yet
-    stdout = run_script("plot_masks.py", "--out", str(out)).stdout
+    stdout = run_script("examples/plot_masks.py", "--out", str(out)).stdout
     assert_png(out)
     assert str(out) in stdout
 

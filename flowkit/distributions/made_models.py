@@ -1,21 +1,22 @@
 r"""MADE density models: one MADE pass gives every conditional, so
 
-.. math::
-
-    \log p(x \mid c) = \sum_d \log p(x_d \mid x_{<d}, c)
+\[
+\log p(x \mid c) = \sum_d \log p(x_d \mid x_{<d}, c)
+\]
 
 is exact and cheap; sampling and completion are sequential (and use the fast path of
-:meth:`flowkit.nn.MADE.sequential`).
+[`MADE.sequential`][flowkit.nn.made.MADE.sequential]).
 
 Each model is an ``nn.Module`` with ``log_prob``, ``sample`` and ``complete``; calling
 it, ``model(context)``, gives a Pyro distribution with event shape ``(D,)`` for
 ``pyro.sample`` sites. The conditionals come from a *family*:
 
-* :class:`BernoulliMADE`: binary data, one logit per input;
-* :class:`GaussianMADE`: a Gaussian per conditional;
-* :class:`MixtureMADE`: a mixture of Gaussians per conditional (MADE MoG, Papamakarios
-  et al. 2017);
-* :class:`CategoricalMADE`: ``K`` classes per input (discrete pixels).
+* [`BernoulliMADE`][flowkit.distributions.made_models.BernoulliMADE]: binary data, one logit per input;
+* [`GaussianMADE`][flowkit.distributions.made_models.GaussianMADE]: a Gaussian per conditional;
+* [`MixtureMADE`][flowkit.distributions.made_models.MixtureMADE]: a mixture of Gaussians per conditional
+  (MADE MoG, Papamakarios et al. 2017);
+* [`CategoricalMADE`][flowkit.distributions.made_models.CategoricalMADE]: ``K`` classes per input (discrete
+  pixels).
 """
 
 from __future__ import annotations
@@ -46,15 +47,18 @@ SCALE_FLOOR = 1e-3
 class AutoregressiveMADE(nn.Module):
     """A density model whose conditionals are parameterised by one MADE.
 
-    Subclasses name the family: ``param_dims``, :meth:`conditional_log_prob`,
-    :meth:`sample_conditional`, :meth:`mode_conditional`, and how data enters the MADE
-    (:meth:`to_input`, :meth:`from_input`).
+    Subclasses name the family: ``param_dims``,
+    [`conditional_log_prob`][flowkit.distributions.made_models.AutoregressiveMADE.conditional_log_prob],
+    [`sample_conditional`][flowkit.distributions.made_models.AutoregressiveMADE.sample_conditional],
+    [`mode_conditional`][flowkit.distributions.made_models.AutoregressiveMADE.mode_conditional], and how data enters the
+    MADE ([`to_input`][flowkit.distributions.made_models.AutoregressiveMADE.to_input],
+    [`from_input`][flowkit.distributions.made_models.AutoregressiveMADE.from_input]).
 
     Args:
         input_dim: The number of dimensions ``D``.
         hidden_dims: MADE hidden widths.
         context_dim: Size of a conditioning input; 0 for none.
-        **made_kwargs: Passed to :class:`~flowkit.nn.MADE` (``order``, ``num_masks``,
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
             ``degrees``, ``activation``, ``seed``, ...).
     """
 
@@ -109,7 +113,7 @@ class AutoregressiveMADE(nn.Module):
         self, x: Tensor, context: Tensor | None = None, mask_indices: Sequence[int] | None = None
     ) -> Tensor:
         r"""The MADE paper's ensemble: the probability averaged over mask sets,
-        :math:`\log \frac1K \sum_k p_k(x)` (log-mean-exp). Default: every mask set.
+        \(\log \frac1K \sum_k p_k(x)\) (log-mean-exp). Default: every mask set.
         The active mask set is restored afterwards."""
         indices = list(range(self.made.num_masks)) if mask_indices is None else list(mask_indices)
         if not indices:
@@ -142,15 +146,15 @@ class AutoregressiveMADE(nn.Module):
         method: str = "sample",
         choose_mask: bool = True,
     ) -> Tensor:
-        """Fills in the unobserved entries of ``x`` from the model's conditionals.
+        r"""Fills in the unobserved entries of ``x`` from the model's conditionals.
 
         Walks the order of the active mask set: observed entries are kept, the others are
         drawn (``method="sample"``) or set to the conditional's most likely value
         (``method="mode"``) given everything before them. This is exact sampling from
-        :math:`p(x_{\\text{unobserved}} \\mid x_{\\text{observed}})` when the observed
+        \(p(x_{\text{unobserved}} \mid x_{\text{observed}})\) when the observed
         dimensions all come before the unobserved ones in the order (see
-        :meth:`is_exact_completion`); otherwise an unobserved dimension that comes before
-        an observed one ignores it.
+        [`is_exact_completion`][flowkit.distributions.made_models.AutoregressiveMADE.is_exact_completion]);
+        otherwise an unobserved dimension that comes before an observed one ignores it.
 
         With several mask sets (an order-agnostic MADE) and ``choose_mask=True``, the mask
         set whose order puts the observed dimensions earliest is used for this call.
@@ -197,10 +201,13 @@ class AutoregressiveMADE(nn.Module):
             costs.append(int(((1 - in_order).cumsum(0) * in_order).sum()))
         return min(range(len(costs)), key=costs.__getitem__)
 
-    def is_exact_completion(self, observed: Tensor) -> bool:
-        """Whether completing with the active order is exact for this ``observed`` mask
-        of shape ``(D,)``: every observed dimension precedes every unobserved one."""
-        in_order = observed.cpu()[self.made.permutation.cpu()]
+    def is_exact_completion(self, observed: Tensor, choose_mask: bool = True) -> bool:
+        """Whether :meth:`complete` is exact for this ``observed`` mask of shape ``(D,)``:
+        in the order it would use (the best mask set when ``choose_mask`` and there are
+        several, else the active one), every observed dimension precedes every unobserved one."""
+        observed = observed.cpu()
+        index = self.best_mask_for(observed) if choose_mask and self.made.num_masks > 1 else int(self.made.mask_index)
+        in_order = observed[self.made.orders[index].cpu()]
         count = int(in_order.sum())
         return bool(in_order[:count].all())
 
@@ -210,8 +217,9 @@ class AutoregressiveMADE(nn.Module):
 
 
 class MADEDistribution(dist.TorchDistribution):
-    """A Pyro distribution view of an :class:`AutoregressiveMADE`, with event shape
-    ``(D,)`` and the context's batch shape. Sampling is not reparameterised."""
+    """A Pyro distribution view of an [`AutoregressiveMADE`][flowkit.distributions.made_models.AutoregressiveMADE],
+    with event shape ``(D,)`` and the context's batch shape. Sampling is not
+    reparameterised."""
 
     arg_constraints: dict = {}
     has_rsample = False
@@ -243,10 +251,10 @@ class MADEDistribution(dist.TorchDistribution):
 
 
 class BernoulliMADE(AutoregressiveMADE):
-    """Binary data: :math:`p(x_d = 1 \\mid x_{<d}) = \\sigma(a_d)`, one logit per input
+    r"""Binary data: \(p(x_d = 1 \mid x_{<d}) = \sigma(a_d)\), one logit per input
     (the MADE paper's model).
 
-    Example:
+    Examples:
         >>> model = BernoulliMADE(4, [16], seed=0)
         >>> x = model.sample((3,))
         >>> model.log_prob(x).shape
@@ -275,10 +283,10 @@ class BernoulliMADE(AutoregressiveMADE):
 
 
 class GaussianMADE(AutoregressiveMADE):
-    """Real data: :math:`p(x_d \\mid x_{<d}) = N(\\mu_d, \\sigma_d^2)` with
-    :math:`\\sigma_d = \\mathrm{softplus}(u_d) + 10^{-3}`.
+    r"""Real data: \(p(x_d \mid x_{<d}) = \mathcal{N}(\mu_d, \sigma_d^2)\) with
+    \(\sigma_d = \mathrm{softplus}(u_d) + 10^{-3}\).
 
-    Example:
+    Examples:
         >>> model = GaussianMADE(3, [16], seed=0)
         >>> model.log_prob(torch.zeros(2, 3)).shape
         torch.Size([2])
@@ -303,7 +311,7 @@ class MixtureMADE(AutoregressiveMADE):
     Papamakarios et al. 2017): the MADE emits, per input, ``K`` logits, means and
     unconstrained scales.
 
-    Example:
+    Examples:
         >>> model = MixtureMADE(2, [16], num_components=3, seed=0)
         >>> model.sample((4,)).shape
         torch.Size([4, 2])
@@ -348,7 +356,7 @@ class CategoricalMADE(AutoregressiveMADE):
     emits ``K`` logits per input and reads each class ``k`` as the number
     ``2 k / (K - 1) - 1`` in ``[-1, 1]``.
 
-    Example:
+    Examples:
         >>> model = CategoricalMADE(4, [16], num_classes=3, seed=0)
         >>> x = model.sample((2,))
         >>> x.dtype, model.log_prob(x).shape
