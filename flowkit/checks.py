@@ -1,6 +1,6 @@
 """Verification tools: prove that a network is autoregressive.
 
-:func:`check_autoregressive` checks a conditioner two independent ways:
+[`check_autoregressive`][flowkit.checks.check_autoregressive] checks a conditioner two independent ways:
 
 * **structure**: the product of its boolean masks (every path through the layers,
   including residual and direct connections) says which inputs can reach which outputs;
@@ -34,7 +34,7 @@ class Dependency(NamedTuple):
 
 @dataclass
 class AutoregressiveReport:
-    """What :func:`check_autoregressive` found.
+    """What [`check_autoregressive`][flowkit.checks.check_autoregressive] found.
 
     Attributes:
         input_dim: The number of inputs.
@@ -97,10 +97,10 @@ def check_autoregressive(
 ) -> AutoregressiveReport:
     """Checks that ``net`` is autoregressive in its order, from its masks and by Jacobian.
 
-    Works on a flowkit :class:`~flowkit.nn.MADE` (every mask set, structure and
+    Works on a flowkit [`MADE`][flowkit.nn.MADE] (every mask set, structure and
     behaviour) and on any network with Pyro's conventions: a ``permutation`` attribute
     and outputs shaped ``(..., D)``, ``(..., p, D)`` or a tuple of those (behaviour only),
-    such as :class:`pyro.nn.AutoRegressiveNN`. The network itself is not changed: the
+    such as `pyro.nn.AutoRegressiveNN`. The network itself is not changed: the
     check runs on a float64 copy.
 
     Args:
@@ -109,7 +109,7 @@ def check_autoregressive(
         context: The context for a conditional network; drawn at random if omitted.
         seed: Seeds the random points.
 
-    Example:
+    Examples:
         >>> from flowkit import MADE
         >>> report = check_autoregressive(MADE(4, [8, 8], activation="tanh", seed=0))
         >>> report.ok

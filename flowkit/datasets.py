@@ -1,11 +1,11 @@
 """Datasets that never download: files you point at, data packages ship, or data made
 here.
 
-* :func:`load_made_uci`: the MADE paper's binary UCI datasets from ``.npz`` files
+* [`load_made_uci`][flowkit.datasets.load_made_uci]: the MADE paper's binary UCI datasets from ``.npz`` files
   (arrays ``train``, ``valid``, ``test``), in their published splits.
-* :func:`load_digits`: scikit-learn's bundled 8x8 digits.
-* :func:`load_faces`: scikit-image's bundled ``lfw_subset`` (100 faces of 25x25).
-* :func:`toy_2d`: moons, rings, checkerboard and a mixture of Gaussians, for plots.
+* [`load_digits`][flowkit.datasets.load_digits]: scikit-learn's bundled 8x8 digits.
+* [`load_faces`][flowkit.datasets.load_faces]: scikit-image's bundled ``lfw_subset`` (100 faces of 25x25).
+* [`toy_2d`][flowkit.datasets.toy_2d]: moons, rings, checkerboard and a mixture of Gaussians, for plots.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def toy_2d(name: str, num_samples: int, seed: int = 0) -> Tensor:
     """Samples from a 2-D toy density: ``"moons"``, ``"rings"``, ``"checkerboard"`` or
     ``"gaussians"`` (eight Gaussians on a circle). Roughly centred, scale ~1-4.
 
-    Example:
+    Examples:
         >>> toy_2d("moons", 5).shape
         torch.Size([5, 2])
     """

@@ -18,7 +18,7 @@ Data = Tensor | tuple[Tensor, Tensor]
 
 @dataclass
 class History:
-    """What :func:`fit` did: per-epoch mean training and validation negative
+    """What [`fit`][flowkit.training.fit] did: per-epoch mean training and validation negative
     log-likelihoods, the epoch whose weights were kept, and the number of steps."""
 
     train_nll: list[float] = field(default_factory=list)
@@ -52,6 +52,9 @@ def fit(
     """Maximum-likelihood training: minimises ``-model.log_prob(x).mean()`` over
     minibatches.
 
+    The model is trained in training mode and left in eval mode at the end (so a
+    [`BatchNorm`][flowkit.transforms.BatchNorm] layer then uses its running averages).
+
     Args:
         model: Any ``nn.Module`` with ``log_prob(x)`` (or ``log_prob(x, context)``).
         train: A tensor of rows, or ``(x, context)`` for conditional models.
@@ -71,12 +74,12 @@ def fit(
         seed: Seeds the minibatch shuffling.
 
     Returns:
-        A :class:`History`.
+        A [`History`][flowkit.training.History].
 
     Raises:
         FloatingPointError: When the loss becomes non-finite; the message names the step.
 
-    Example:
+    Examples:
         >>> from flowkit import maf
         >>> flow = maf(2, num_transforms=2, hidden_dims=[16])
         >>> history = fit(flow, torch.randn(256, 2), torch.randn(64, 2), epochs=3, progress=False)

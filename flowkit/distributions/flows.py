@@ -1,6 +1,6 @@
-"""Flow builders: :func:`maf` and :func:`iaf` return a :class:`Flow`, an ``nn.Module``
-that is also a distribution (``log_prob``, ``sample``, ``rsample``) and hands out the
-Pyro distribution for ``pyro.sample`` sites."""
+"""Flow builders: [`maf`][flowkit.distributions.flows.maf] and [`iaf`][flowkit.distributions.flows.iaf] return a
+[`Flow`][flowkit.distributions.flows.Flow], an ``nn.Module`` that is also a distribution (``log_prob``,
+``sample``, ``rsample``) and hands out the Pyro distribution for ``pyro.sample`` sites."""
 
 from __future__ import annotations
 
@@ -33,18 +33,18 @@ class Flow(nn.Module):
     r"""A base distribution pushed through a list of transforms.
 
     Transforms are applied in list order when sampling (noise to data), in reverse when
-    scoring, as in :class:`pyro.distributions.TransformedDistribution`. Base parameters
+    scoring, as in `pyro.distributions.TransformedDistribution`. Base parameters
     are buffers, so the flow follows ``.to()`` and ``.double()``.
 
     Args:
-        transforms: Pyro ``TransformModule``\ s or ``ConditionalTransformModule``\ s.
+        transforms: Pyro `TransformModule` or `ConditionalTransformModule` objects.
         input_dim: The event size ``D``.
         context_dim: The context size for conditional transforms; 0 for none.
         base: A MADE density model to use as the base (e.g. a
-            :class:`~flowkit.distributions.MixtureMADE`, which makes MAF MoG); default a
+            [`MixtureMADE`][flowkit.distributions.MixtureMADE], which makes MAF MoG); default a
             standard normal. It gets the context too when the flow is conditional.
 
-    Example:
+    Examples:
         >>> flow = maf(2, num_transforms=2, hidden_dims=[16])
         >>> x = flow.sample((4,))
         >>> flow.log_prob(x).shape
@@ -189,7 +189,7 @@ def maf(
     **made_kwargs,
 ) -> Flow:
     """A masked autoregressive flow (Papamakarios et al. 2017): ``num_transforms``
-    :class:`~flowkit.transforms.AffineMAF` steps with permutations (and optionally batch
+    [`AffineMAF`][flowkit.transforms.AffineMAF] steps with permutations (and optionally batch
     norm or ActNorm) between them. Fast density, sequential sampling: the choice for
     density estimation.
 
@@ -197,20 +197,20 @@ def maf(
         input_dim: The event size ``D``.
         num_transforms: The number of MAF steps.
         hidden_dims: MADE hidden widths; default
-            :func:`~flowkit.transforms.default_hidden_dims`.
+            [`default_hidden_dims`][flowkit.transforms.default_hidden_dims].
         context_dim: Context size for conditional density estimation; 0 for none.
         permutation: ``"reversed"`` (the MAF paper's), ``"random"`` or ``None``.
-        batch_norm: Put :class:`~flowkit.transforms.BatchNorm` between steps.
-        act_norm: Put :class:`~flowkit.transforms.ActNorm` between steps.
+        batch_norm: Put [`BatchNorm`][flowkit.transforms.BatchNorm] between steps.
+        act_norm: Put [`ActNorm`][flowkit.transforms.ActNorm] between steps.
         stable: Use the gated affine update.
         base: ``"normal"`` (standard normal) or ``"mog"``: a
-            :class:`~flowkit.distributions.MixtureMADE` base, which makes MAF MoG.
+            [`MixtureMADE`][flowkit.distributions.MixtureMADE] base, which makes MAF MoG.
         num_components: Mixture components per conditional of the ``"mog"`` base.
         seed: Fixes masks and permutations (weights follow torch's global seed).
-        **made_kwargs: Passed to :class:`~flowkit.nn.MADE` (``activation``,
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``activation``,
             ``residual``, ``skip_connections``, ...).
 
-    Example:
+    Examples:
         >>> flow = maf(3, num_transforms=2, hidden_dims=[16, 16], seed=0)
         >>> flow.log_prob(torch.zeros(3)).shape
         torch.Size([])
@@ -233,12 +233,13 @@ def iaf(
     seed: int | None = None,
     **made_kwargs,
 ) -> Flow:
-    """An inverse autoregressive flow (Kingma et al. 2016): like :func:`maf` with
-    :class:`~flowkit.transforms.AffineIAF` steps and a standard normal base. One-pass
-    sampling, and free density of its own samples (:meth:`Flow.rsample_and_log_prob`):
-    the choice for variational posteriors.
+    """An inverse autoregressive flow (Kingma et al. 2016): like [`maf`][flowkit.distributions.flows.maf] with
+    [`AffineIAF`][flowkit.transforms.AffineIAF] steps and a standard normal base. One-pass
+    sampling, and free density of its own samples
+    ([`Flow.rsample_and_log_prob`][flowkit.distributions.flows.Flow.rsample_and_log_prob]): the choice for
+    variational posteriors.
 
-    Example:
+    Examples:
         >>> flow = iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
         >>> x, log_q = flow.rsample_and_log_prob((5,))
         >>> x.shape, log_q.shape

@@ -202,9 +202,10 @@ class AutoregressiveMADE(nn.Module):
         return min(range(len(costs)), key=costs.__getitem__)
 
     def is_exact_completion(self, observed: Tensor, choose_mask: bool = True) -> bool:
-        """Whether :meth:`complete` is exact for this ``observed`` mask of shape ``(D,)``:
-        in the order it would use (the best mask set when ``choose_mask`` and there are
-        several, else the active one), every observed dimension precedes every unobserved one."""
+        """Whether [`complete`][flowkit.distributions.made_models.AutoregressiveMADE.complete] is exact for this
+        ``observed`` mask of shape ``(D,)``: in the order it would use (the best mask set
+        when ``choose_mask`` and there are several, else the active one), every observed
+        dimension precedes every unobserved one."""
         observed = observed.cpu()
         index = self.best_mask_for(observed) if choose_mask and self.made.num_masks > 1 else int(self.made.mask_index)
         in_order = observed[self.made.orders[index].cpu()]

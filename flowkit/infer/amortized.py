@@ -1,8 +1,8 @@
 r"""Amortized flow posteriors for variational autoencoders (Kingma et al. 2016).
 
-An encoder emits, for each data point, a Gaussian :math:`N(\mu, \sigma^2)` and a context
-vector :math:`h`; the posterior is that Gaussian pushed through IAF steps that all read
-:math:`h`:
+An encoder emits, for each data point, a Gaussian \(\mathcal{N}(\mu, \sigma^2)\) and a
+context vector \(h\); the posterior is that Gaussian pushed through IAF steps that all read
+\(h\):
 
 \[
     z_0 = \mu + \sigma \odot \varepsilon, \qquad z_k = f_k(z_{k-1}; h).

@@ -1,16 +1,17 @@
 r"""Pyro autoguides whose posterior is a normalizing flow.
 
-:class:`AutoIAF` (and :class:`AutoMAF`, for comparison) put every continuous latent
+[`AutoIAF`][flowkit.infer.autoguides.AutoIAF] (and
+[`AutoMAF`][flowkit.infer.autoguides.AutoMAF], for comparison) put every continuous latent
 site of a Pyro model, mapped to the unconstrained space by Pyro's usual ``biject_to``,
-into one vector :math:`z \in \mathbb{R}^D` with the posterior
+into one vector \(z \in \mathbb{R}^D\) with the posterior
 
 \[
     z = \mu + \sigma \odot f_K \circ \cdots \circ f_1(\varepsilon), \qquad
     \varepsilon \sim N(0, I),
 \]
 
-where the :math:`f_k` are affine autoregressive steps with permutations between them.
-Every step starts near the identity, so the guide starts as :math:`N(\mu, \sigma^2)`
+where the \(f_k\) are affine autoregressive steps with permutations between them.
+Every step starts near the identity, so the guide starts as \(\mathcal{N}(\mu, \sigma^2)\)
 around the init location of ``init_loc_fn`` with scale ``init_scale``. Compared with
 Pyro's ``AutoIAFNormal``: permutations between steps, a choice of the gated ("stable")
 update, configurable depth and width, and the near-identity start.
@@ -39,7 +40,8 @@ __all__ = ["AutoIAF", "AutoMAF"]
 
 
 class AutoFlow(AutoContinuous):
-    """Shared parts of :class:`AutoIAF` and :class:`AutoMAF`."""
+    """Shared parts of [`AutoIAF`][flowkit.infer.autoguides.AutoIAF] and
+    [`AutoMAF`][flowkit.infer.autoguides.AutoMAF]."""
 
     builder: Callable = staticmethod(iaf)
 
@@ -135,7 +137,7 @@ class AutoIAF(AutoFlow):
         init_loc_fn: Pyro's per-site init strategy for the location.
         init_scale: The initial posterior scale in the unconstrained space.
         seed: Fixes masks and permutations.
-        **made_kwargs: Passed to [`MADE`][flowkit.nn.MADE].
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE].
 
     Examples:
         >>> import pyro

@@ -1,21 +1,26 @@
 r"""Orderings, degrees and masks for MADE, as pure functions.
 
-Conventions (the same as Pyro's ``AutoRegressiveNN``):
+Conventions (the same as Pyro's `AutoRegressiveNN`):
 
 * An **order** is the list of inputs in autoregressive order: ``order[k]`` is the input
   that comes ``k``-th. Pyro calls this ``permutation``.
 * The **degree** of input ``i`` is its 1-based rank in the order, so ``order[k]`` has
-  degree ``k + 1``. :func:`degrees_from_order` and :func:`order_from_degrees` convert.
+  degree ``k + 1``. [`degrees_from_order`][flowkit.nn.masks.degrees_from_order] and
+  [`order_from_degrees`][flowkit.nn.masks.order_from_degrees] convert.
 * A hidden unit of degree ``m`` may see the inputs of degree ``<= m``. Context inputs
   (for a conditional MADE) have degree 0, so every hidden unit sees them.
-* Masks have the shape of the weight they multiply, ``(out_features, in_features)``:
+* Masks have the shape of the weight they multiply, ``(out_features, in_features)``.
 
-  .. math::
+A hidden unit ``k`` sees a unit ``k'`` of the layer below when its degree is at least as
+large, and the output for the input of degree ``d`` sees a unit ``k`` only when ``d`` is
+strictly larger, so that no output sees its own input:
 
-      M^{\text{hidden}}_{k k'} = 1[m(k) \ge m(k')], \qquad
-      M^{\text{output}}_{d k} = 1[d > m(k)].
+\[
+M^{\text{hidden}}_{k k'} = \mathbb{1}\big[m(k) \ge m(k')\big], \qquad
+M^{\text{output}}_{d k} = \mathbb{1}\big[d > m(k)\big].
+\]
 
-Example:
+Examples:
     >>> order = make_order(3, "reversed")
     >>> order
     tensor([2, 1, 0])
@@ -69,7 +74,7 @@ def make_order(
     Returns:
         A long tensor of shape ``(D,)``.
 
-    Example:
+    Examples:
         >>> make_order(4, [2, 0, 3, 1])
         tensor([2, 0, 3, 1])
     """
@@ -97,7 +102,7 @@ def make_order(
 def degrees_from_order(order: Tensor) -> LongTensor:
     """Degrees (1-based ranks) of the inputs: ``degrees[order[k]] = k + 1``.
 
-    Example:
+    Examples:
         >>> degrees_from_order(torch.tensor([2, 0, 1]))
         tensor([2, 3, 1])
     """
@@ -108,9 +113,9 @@ def degrees_from_order(order: Tensor) -> LongTensor:
 
 def order_from_degrees(degrees: Tensor) -> LongTensor:
     """The order (list of inputs by rank) from input degrees; the inverse of
-    :func:`degrees_from_order`.
+    [`degrees_from_order`][flowkit.nn.masks.degrees_from_order].
 
-    Example:
+    Examples:
         >>> order_from_degrees(torch.tensor([2, 3, 1]))
         tensor([2, 0, 1])
     """
@@ -130,7 +135,7 @@ def hidden_degrees(
     (``width >= high - low + 1``). A narrower layer gets ``width`` distinct degrees,
     always including ``low``, the others spread evenly (``"even"``) or drawn at random
     (``"random"``); the MADE then loses some dependencies, which
-    :func:`lost_dependencies` names.
+    [`lost_dependencies`][flowkit.nn.masks.lost_dependencies] names.
 
     Args:
         width: The number of units.
@@ -142,7 +147,7 @@ def hidden_degrees(
             one unit on each degree so that none is missing by chance.
         generator: The random generator for ``"random"``.
 
-    Example:
+    Examples:
         >>> hidden_degrees(5, low=1, high=3)
         tensor([1, 1, 2, 2, 3])
     """

@@ -1,4 +1,4 @@
-"""Bijective transforms (Pyro ``TransformModule``\\ s): MAF, IAF, permutations, normalisation."""
+"""Bijective transforms (Pyro `TransformModule` objects): MAF, IAF, permutations, normalisation."""
 
 from flowkit.transforms.autoregressive import (
     AffineIAF,

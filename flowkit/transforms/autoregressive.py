@@ -1,22 +1,23 @@
-r"""Affine autoregressive transforms: MAF and IAF, as Pyro ``TransformModule``\ s.
+r"""Affine autoregressive transforms: MAF and IAF, as Pyro `TransformModule` objects.
 
-Both follow Pyro's convention: the forward direction maps base noise :math:`x` to data
-:math:`y`, elementwise :math:`y_i = \mu_i + \sigma_i x_i`, with :math:`(\mu_i, \sigma_i)`
-from a :class:`~flowkit.nn.MADE`. They differ in which side the MADE reads:
+Both follow Pyro's convention: the forward direction maps base noise \(x\) to data
+\(y\), elementwise \(y_i = \mu_i + \sigma_i x_i\), with \((\mu_i, \sigma_i)\)
+from a [`MADE`][flowkit.nn.MADE]. They differ in which side the MADE reads:
 
-* **MAF** reads the data, :math:`\mu_i = \mu_i(y_{<i})`: density of data in one pass
-  (:meth:`_inverse`), sampling sequential.
-* **IAF** reads the noise, :math:`\mu_i = \mu_i(x_{<i})`: sampling in one pass
-  (:meth:`_call`), density of outside points sequential, density of its own samples free
-  from the cache.
+* **MAF** reads the data, \(\mu_i = \mu_i(y_{<i})\): the density of data takes one pass
+  (the inverse direction, ``y -> x``), sampling is sequential.
+* **IAF** reads the noise, \(\mu_i = \mu_i(x_{<i})\): sampling takes one pass
+  (the forward direction, ``x -> y``), the density of outside points is sequential, and
+  the density of its own samples is free from the cache.
 
-The sequential direction uses :meth:`flowkit.nn.MADE.sequential`, which computes every
-hidden unit once (about one forward pass of arithmetic) instead of one pass per input.
+The sequential direction uses [`MADE.sequential`][flowkit.nn.made.MADE.sequential], which
+computes every hidden unit once (about one forward pass of arithmetic) instead of one pass
+per input.
 
-Scales are :math:`\sigma = \mathrm{softplus}(u + c) + \sigma_{\min}`, with ``c`` chosen so
-that :math:`u = 0` gives :math:`\sigma = 1`: smooth, never below the floor, never a clamp
+Scales are \(\sigma = \mathrm{softplus}(u + c) + \sigma_{\min}\), with \(c\) chosen so
+that \(u = 0\) gives \(\sigma = 1\): smooth, never below the floor, never a clamp
 whose gradient vanishes. The ``stable`` variant (Kingma et al. 2016) gates instead,
-:math:`y = \sigma x + (1 - \sigma) \mu` with :math:`\sigma = \mathrm{sigmoid}(u + b)`.
+\(y = \sigma x + (1 - \sigma) \mu\) with \(\sigma = \mathrm{sigmoid}(u + b)\).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class _AffineAutoregressive(CachedTransformModule):
         return loc, scale, scale.log()
 
     def _step_affine(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Like :meth:`_affine` for the ``(..., 2)`` parameters of a single input."""
+        """Like `_affine` for the ``(..., 2)`` parameters of a single input."""
         return self._affine(params.unsqueeze(-1))
 
     def _conditioner(self, inputs: Tensor) -> Tensor:
@@ -100,7 +101,7 @@ class _AffineAutoregressive(CachedTransformModule):
         return self.made.sequential(solve, batch_shape, self.context)
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        """:math:`\\sum_i \\log \\sigma_i`, from the cache when ``(x, y)`` is the last pair
+        r"""\(\sum_i \log \sigma_i\), from the cache when ``(x, y)`` is the last pair
         computed (no MADE pass), else from one MADE pass."""
         log_scale = self.cached_log_scale(x, y)
         if log_scale is None:
@@ -112,21 +113,22 @@ class _AffineAutoregressive(CachedTransformModule):
 
 
 class AffineIAF(_AffineAutoregressive):
-    r"""Inverse autoregressive flow step: :math:`y_i = \mu_i(x_{<i}) + \sigma_i(x_{<i}) x_i`.
+    r"""Inverse autoregressive flow step: \(y_i = \mu_i(x_{<i}) + \sigma_i(x_{<i}) x_i\).
 
     Sampling (``x -> y``) is one MADE pass; the log-determinant of a sample it just drew
     comes from the cache with no pass at all, which is what an ELBO needs. Scoring an
     outside ``y`` inverts sequentially (about one pass of arithmetic, in ``D`` steps).
 
     Args:
-        made: A :class:`~flowkit.nn.MADE` with two parameters per input
+        made: A [`MADE`][flowkit.nn.MADE] with two parameters per input
             (``param_dims=[1, 1]``), read as (shift, unconstrained scale).
-        context: The context for a conditional MADE (use :class:`ConditionalAffineIAF`).
+        context: The context for a conditional MADE (use
+            [`ConditionalAffineIAF`][flowkit.transforms.autoregressive.ConditionalAffineIAF]).
         stable: Use the gated update of Kingma et al. (2016).
         scale_floor: The smallest scale (not used when ``stable``).
         sigmoid_bias: The gate's bias when ``stable``; 2 keeps most of ``x`` at first.
 
-    Example:
+    Examples:
         >>> import pyro.distributions as dist
         >>> iaf = affine_iaf(3, hidden_dims=[16], seed=0)
         >>> flow = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0).to_event(1), [iaf])
@@ -149,12 +151,12 @@ class AffineIAF(_AffineAutoregressive):
 
 
 class AffineMAF(_AffineAutoregressive):
-    r"""Masked autoregressive flow step: :math:`y_i = \mu_i(y_{<i}) + \sigma_i(y_{<i}) x_i`.
+    r"""Masked autoregressive flow step: \(y_i = \mu_i(y_{<i}) + \sigma_i(y_{<i}) x_i\).
 
     The density of data (``y -> x``) takes one MADE pass; sampling is sequential (about
-    one pass of arithmetic, in ``D`` steps). Arguments as in :class:`AffineIAF`.
+    one pass of arithmetic, in ``D`` steps). Arguments as in [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF].
 
-    Example:
+    Examples:
         >>> maf = affine_maf(3, hidden_dims=[16], seed=0)
         >>> y = torch.randn(5, 3)
         >>> torch.allclose(maf(maf.inv(y)), y, atol=1e-5)
@@ -197,15 +199,16 @@ class _ConditionalAffineAutoregressive(ConditionalTransformModule):
 
 
 class ConditionalAffineIAF(_ConditionalAffineAutoregressive):
-    """:class:`AffineIAF` whose MADE also reads a context: ``.condition(context)`` gives
-    the transform (the amortized posteriors of Kingma et al. 2016)."""
+    """[`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] whose MADE also reads a context:
+    ``.condition(context)`` gives the transform (the amortized posteriors of Kingma et al.
+    2016)."""
 
     transform_class = AffineIAF
 
 
 class ConditionalAffineMAF(_ConditionalAffineAutoregressive):
-    """:class:`AffineMAF` whose MADE also reads a context: ``.condition(context)`` gives
-    the transform (conditional density estimation)."""
+    """[`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF] whose MADE also reads a context:
+    ``.condition(context)`` gives the transform (conditional density estimation)."""
 
     transform_class = AffineMAF
 
@@ -243,18 +246,19 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
 
 
 def affine_iaf(input_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs) -> AffineIAF:
-    """Builds an :class:`AffineIAF` on a fresh near-identity MADE.
+    """Builds an [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] on a fresh near-identity MADE.
 
     Keyword arguments ``stable``, ``scale_floor`` and ``sigmoid_bias`` go to the transform,
-    the rest (``order``, ``activation``, ``seed``, ...) to :class:`~flowkit.nn.MADE`.
-    ``hidden_dims`` defaults to :func:`default_hidden_dims`.
+    the rest (``order``, ``activation``, ``seed``, ...) to [`MADE`][flowkit.nn.MADE].
+    ``hidden_dims`` defaults to [`default_hidden_dims`][flowkit.transforms.autoregressive.default_hidden_dims].
     """
     made_kwargs, transform_kwargs = _split_kwargs(kwargs)
     return AffineIAF(_made(input_dim, hidden_dims, 0, **made_kwargs), **transform_kwargs)
 
 
 def affine_maf(input_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs) -> AffineMAF:
-    """Builds an :class:`AffineMAF`; arguments as in :func:`affine_iaf`."""
+    """Builds an [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF] on a fresh near-identity MADE; arguments
+    as in [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf]."""
     made_kwargs, transform_kwargs = _split_kwargs(kwargs)
     return AffineMAF(_made(input_dim, hidden_dims, 0, **made_kwargs), **transform_kwargs)
 
@@ -262,7 +266,8 @@ def affine_maf(input_dim: int, hidden_dims: Sequence[int] | None = None, **kwarg
 def conditional_affine_iaf(
     input_dim: int, context_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs
 ) -> ConditionalAffineIAF:
-    """Builds a :class:`ConditionalAffineIAF`; arguments as in :func:`affine_iaf`."""
+    """Builds a [`ConditionalAffineIAF`][flowkit.transforms.autoregressive.ConditionalAffineIAF]; arguments as in
+    [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf], plus ``context_dim``, the size of the context."""
     made_kwargs, transform_kwargs = _split_kwargs(kwargs)
     return ConditionalAffineIAF(_made(input_dim, hidden_dims, context_dim, **made_kwargs), **transform_kwargs)
 
@@ -270,7 +275,8 @@ def conditional_affine_iaf(
 def conditional_affine_maf(
     input_dim: int, context_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs
 ) -> ConditionalAffineMAF:
-    """Builds a :class:`ConditionalAffineMAF`; arguments as in :func:`affine_iaf`."""
+    """Builds a [`ConditionalAffineMAF`][flowkit.transforms.autoregressive.ConditionalAffineMAF]; arguments as in
+    [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf], plus ``context_dim``, the size of the context."""
     made_kwargs, transform_kwargs = _split_kwargs(kwargs)
     return ConditionalAffineMAF(_made(input_dim, hidden_dims, context_dim, **made_kwargs), **transform_kwargs)
 

@@ -2,7 +2,7 @@ r"""Normalisation layers between flow steps: batch normalisation and ActNorm.
 
 Both are affine per dimension. In Pyro's convention the forward direction maps noise
 to data, so the *inverse* is the normalising direction applied to data:
-:math:`x = (y - \text{shift}) / \text{scale}`.
+\(x = (y - \text{shift}) / \text{scale}\).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["ActNorm", "BatchNorm"]
 
 class _ElementwiseAffine(CachedTransformModule):
     """``y = shift + exp(log_scale) * x`` per dimension; subclasses say where the shift
-    and log-scale come from (:meth:`_shift_log_scale`)."""
+    and log-scale come from (``_shift_log_scale``)."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -52,7 +52,7 @@ class _ElementwiseAffine(CachedTransformModule):
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         """The log-scale used for this pair when it is the last one computed, else the
-        one :meth:`_inverse` would use for ``y``."""
+        one the inverse would use for ``y``."""
         log_scale = self.cached_log_scale(x, y)
         if log_scale is None:
             log_scale = self._shift_log_scale(y)[1]
@@ -63,16 +63,16 @@ class BatchNorm(_ElementwiseAffine):
     r"""Batch normalisation as a bijection, in the form of the MAF paper
     (Papamakarios et al. 2017):
 
-    .. math::
+    \[
+    x = \frac{y - \mu}{\sqrt{v + \epsilon}} e^{\gamma} + \beta.
+    \]
 
-        x = \frac{y - \mu}{\sqrt{v + \epsilon}} e^{\gamma} + \beta.
-
-    In training mode :math:`\mu, v` are the statistics of the batch being normalised
+    In training mode \(\mu, v\) are the statistics of the batch being normalised
     (over every batch dimension) and the running averages are updated; in eval mode the
     running averages are used. Sampling (the forward direction) always uses the running
     averages, so the forward and inverse are exact inverses in eval mode.
 
-    Example:
+    Examples:
         >>> bn = BatchNorm(2).eval()
         >>> y = torch.randn(4, 2)
         >>> torch.allclose(bn(bn.inv(y)), y)
@@ -114,13 +114,13 @@ class BatchNorm(_ElementwiseAffine):
 
 class ActNorm(_ElementwiseAffine):
     r"""Activation normalisation (Kingma & Dhariwal 2018): a learned per-dimension affine
-    map, :math:`y = b + e^{s} x`, initialised from data.
+    map, \(y = b + e^{s} x\), initialised from data.
 
     The first time it normalises data in training mode (the inverse direction, as in
-    ``log_prob``), it sets :math:`b, s` to the batch mean and log standard deviation, so
+    ``log_prob``), it sets \(b, s\) to the batch mean and log standard deviation, so
     that batch comes out with zero mean and unit variance. Before that it is the identity.
 
-    Example:
+    Examples:
         >>> act = ActNorm(2)
         >>> x = act.inv(3.0 + 2.0 * torch.randn(1000, 2))
         >>> bool(x.mean(0).abs().max() < 1e-5)

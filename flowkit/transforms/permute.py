@@ -23,7 +23,7 @@ class Permute(CachedTransformModule):
     Args:
         permutation: A permutation of ``range(D)``.
 
-    Example:
+    Examples:
         >>> t = Permute(torch.tensor([2, 0, 1]))
         >>> t(torch.tensor([10.0, 11.0, 12.0]))
         tensor([12., 10., 11.])
@@ -58,10 +58,10 @@ class Permute(CachedTransformModule):
 
 
 def permute(input_dim: int, kind: str = "reversed", seed: int | torch.Generator | None = None) -> Permute:
-    """Builds a :class:`Permute`: ``kind`` is ``"reversed"``, ``"random"`` (from ``seed``,
-    an int or a generator) or a permutation.
+    """Builds a [`Permute`][flowkit.transforms.permute.Permute]: ``kind`` is
+    ``"reversed"``, ``"random"`` (from ``seed``, an int or a generator) or a permutation.
 
-    Example:
+    Examples:
         >>> permute(3).permutation
         tensor([2, 1, 0])
     """
