@@ -89,11 +89,11 @@ def load_faces(num_train: int = 80, seed: int = 0) -> tuple[Tensor, Tensor]:
     """The 100 faces (25x25, grey levels in [0, 1]) of scikit-image's bundled
     ``lfw_subset``, flattened to 625 columns and split at random into ``num_train``
     training faces and the rest for testing."""
+    if isinstance(num_train, bool) or not isinstance(num_train, int) or not 0 < num_train < 100:
+        raise ValueError(f"num_train: expected an int in [1, 99], got {num_train!r}")
     from skimage.data import lfw_subset
 
     faces = torch.as_tensor(lfw_subset()[:100].reshape(100, -1), dtype=torch.float32)
-    if not 0 < num_train < 100:
-        raise ValueError(f"num_train: expected an int in [1, 99], got {num_train!r}")
     order = torch.randperm(100, generator=torch.Generator().manual_seed(seed))
     return faces[order[:num_train]], faces[order[num_train:]]
 

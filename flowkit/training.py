@@ -129,15 +129,20 @@ def fit(
         postfix = {"train": f"{history.train_nll[-1]:.3f}"}
 
         if x_valid is not None:
+            training_masks = [int(made.mask_index) for made in made_modules]
             if cycle_masks:
                 for made in made_modules:
                     made.set_mask(0)
             history.valid_nll.append(mean_nll(model, x_valid, c_valid, batch_size=max(batch_size, 1024)))
             postfix["valid"] = f"{history.valid_nll[-1]:.3f}"
-            if history.valid_nll[-1] < best_nll:
+            improved = history.valid_nll[-1] < best_nll
+            if improved:  # saved with mask set 0 active, the one validated
                 best_nll, waited, history.best_epoch = history.valid_nll[-1], 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
-            else:
+            if cycle_masks:  # carry on the cycle where it was, so every mask set gets its turn
+                for made, index in zip(made_modules, training_masks):
+                    made.set_mask(index)
+            if not improved:
                 waited += 1
                 if patience is not None and waited >= patience:
                     history.stopped_early = True

@@ -523,3 +523,12 @@ def test_training_on_heavy_tailed_data_stays_finite(kind, stable):
         optimizer.step()
     for name, p in flow.named_parameters():
         assert torch.isfinite(p).all(), name
+
+
+def test_mog_base_samples_but_refuses_reparameterised_sampling():
+    flow = flowkit.maf(2, num_transforms=2, hidden_dims=[8], base="mog", num_components=3, seed=0)
+    assert flow.sample((4,)).shape == (4, 2)
+    with pytest.raises(ValueError, match="base"):
+        flow.rsample((4,))
+    with pytest.raises(ValueError, match="base"):
+        flow.rsample_and_log_prob((4,))

@@ -391,3 +391,19 @@ def test_bad_arguments_do_not_touch_the_model(small_model):
 def test_module_exports():
     assert flowkit.training.fit is fit
     assert set(flowkit.training.__all__) == {"History", "fit", "mean_nll"}
+
+
+def test_validation_does_not_restart_the_mask_cycle(monkeypatch):
+    """Validating with mask set 0 must not reset the cycle: with 4 minibatches per epoch
+    and 3 mask sets, training visits 1, 2, 0, 1 then 2, 0, 1, 2 (not 1, 2, 0, 1 again)."""
+    model = GaussianMADE(3, [8], order="random", num_masks=3, seed=0)
+    seen = []
+    original = model.made.next_mask
+
+    def recording_next_mask():
+        seen.append(original())
+        return seen[-1]
+
+    monkeypatch.setattr(model.made, "next_mask", recording_next_mask)
+    quiet_fit(model, noise(40, dim=3), noise(20, dim=3, seed=1), epochs=2, batch_size=10, cycle_masks=True)
+    assert seen == [1, 2, 0, 1, 2, 0, 1, 2]

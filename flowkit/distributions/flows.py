@@ -79,6 +79,13 @@ class Flow(nn.Module):
         if context is not None and (context.dim() == 0 or context.shape[-1] != self.context_dim):
             raise ValueError(f"context: expected shape (..., {self.context_dim}), got {tuple(context.shape)}")
 
+    def _check_reparameterised(self) -> None:
+        if self.base is not None:
+            raise ValueError(
+                "base: a MADE density base (such as base='mog') samples sequentially and cannot be "
+                "reparameterised; use sample() or a standard normal base"
+            )
+
     def base_distribution(self, batch_shape: Sequence[int] = (), context: Tensor | None = None) -> dist.Distribution:
         """The base distribution with event shape ``(D,)``: the ``base`` model (given
         ``context``) if there is one, else a standard normal with ``batch_shape``."""
@@ -107,6 +114,7 @@ class Flow(nn.Module):
 
     def rsample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Reparameterised samples of shape ``sample_shape + batch + (D,)``."""
+        self._check_reparameterised()
         return self(context).rsample(torch.Size(sample_shape))
 
     def sample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
@@ -119,6 +127,7 @@ class Flow(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Samples and their log-density in one sweep: each transform's log-determinant
         comes from the pass that produced the sample (for IAF, no extra MADE pass)."""
+        self._check_reparameterised()
         transforms = self.conditioned_transforms(context)
         batch_shape = context.shape[:-1] if context is not None else ()
         base = self.base_distribution(batch_shape, context)

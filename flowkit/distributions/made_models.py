@@ -229,7 +229,7 @@ class MADEDistribution(dist.TorchDistribution):
         self.model = model
         self.context = context
         batch_shape = context.shape[:-1] if context is not None else torch.Size()
-        super().__init__(batch_shape, torch.Size([model.input_dim]), validate_args=False)
+        super().__init__(batch_shape, torch.Size([model.input_dim]), validate_args=validate_args)
 
     @constraints.dependent_property
     def support(self):

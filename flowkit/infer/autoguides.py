@@ -12,7 +12,9 @@ into one vector \(z \in \mathbb{R}^D\) with the posterior
 
 where the \(f_k\) are affine autoregressive steps with permutations between them.
 Every step starts near the identity, so the guide starts as \(\mathcal{N}(\mu, \sigma^2)\)
-around the init location of ``init_loc_fn`` with scale ``init_scale``. Compared with
+around the init location of ``init_loc_fn`` with scale ``init_scale``. (With
+``stable=True`` each gated step starts as \(z \mapsto \mathrm{sigmoid}(2) z \approx 0.88 z\),
+so \(K\) steps start with scale about \(0.88^K\) ``init_scale``.) Compared with
 Pyro's ``AutoIAFNormal``: permutations between steps, a choice of the gated ("stable")
 update, configurable depth and width, and the near-identity start.
 

@@ -141,7 +141,9 @@ class ActNorm(_ElementwiseAffine):
         if self.training and not self.initialized:
             flat = y.detach().reshape(-1, self.input_dim)
             if flat.shape[0] < 2:
-                raise ValueError(f"y: ActNorm's data-dependent initialisation needs at least 2 rows, got {flat.shape[0]}")
+                raise ValueError(
+                    f"y: ActNorm's data-dependent initialisation needs at least 2 rows, got {flat.shape[0]}"
+                )
             with torch.no_grad():
                 self.shift.copy_(flat.mean(0))
                 self.log_scale.copy_(flat.std(0).clamp(min=1e-6).log())

@@ -57,7 +57,7 @@ class Permute(CachedTransformModule):
         return x.new_zeros(x.shape[:-1])
 
 
-def permute(input_dim: int, kind: str = "reversed", seed: int | torch.Generator | None = None) -> Permute:
+def permute(input_dim: int, kind: str | Sequence[int] | Tensor = "reversed", seed: int | torch.Generator | None = None) -> Permute:
     """Builds a [`Permute`][flowkit.transforms.permute.Permute]: ``kind`` is
     ``"reversed"``, ``"random"`` (from ``seed``, an int or a generator) or a permutation.
 
