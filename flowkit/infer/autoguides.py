@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
@@ -77,15 +78,19 @@ class AutoFlow(AutoContinuous):
         init_loc = self._init_loc()
         self.loc = nn.Parameter(init_loc)
         self.scale = PyroParam(torch.full_like(init_loc, self._init_scale), constraint=constraints.positive)
-        flow = type(self).builder(self.latent_dim, **self._flow_options)
-        self.flow = flow.to(dtype=init_loc.dtype, device=init_loc.device)
+        self.flow = type(self).builder(self.latent_dim, **self._flow_options).to(init_loc.device, init_loc.dtype)
+        # Pyro registers a plain nn.Module child without loading stored values into it, so
+        # a param store restored with set_state() would never reach the flow: load them.
+        pyro.module(self._pyro_get_fullname("flow"), self.flow, update_module_params=True)
 
     def get_base_dist(self) -> dist.Distribution:
         zeros = self.loc.new_zeros(self.latent_dim)
         return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
 
     def _transforms(self) -> list:
-        return [*self.flow.transforms, AffineTransform(self.loc, self.scale, event_dim=1)]
+        # cache_size=1: the guide's own sample then passes back through every step as the
+        # very tensors that step produced, so each IAF answers log_prob from its cache.
+        return [*self.flow.transforms, AffineTransform(self.loc, self.scale, event_dim=1, cache_size=1)]
 
     def get_transform(self, *args, **kwargs) -> ComposeTransform:
         return ComposeTransform(self._transforms())
@@ -104,13 +109,13 @@ class AutoFlow(AutoContinuous):
         """Monte Carlo posterior median of each latent site: the median of
         ``num_samples`` draws per unconstrained coordinate, mapped to the site's
         support (a flow has no closed-form median)."""
-        return self.quantiles([0.5], *args, num_samples=num_samples, **kwargs)
+        quantiles = self.quantiles([0.5], *args, num_samples=num_samples, **kwargs)
+        return {name: value[0] for name, value in quantiles.items()}
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float], *args, num_samples: int = 1000, **kwargs) -> dict[str, Tensor]:
         """Monte Carlo quantiles of each latent site (per unconstrained coordinate,
-        mapped to the support), stacked along a leading dimension as in Pyro; for
-        ``median`` that leading dimension is dropped."""
+        mapped to the support), stacked along a leading dimension as in Pyro."""
         samples = self._unconstrained_samples(num_samples, *args, **kwargs)
         levels = torch.as_tensor(list(quantiles), dtype=samples.dtype, device=samples.device)
         if levels.dim() != 1 or ((levels < 0) | (levels > 1)).any():
@@ -120,10 +125,7 @@ class AutoFlow(AutoContinuous):
         for latent in latents:
             for site, unconstrained in self._unpack_latent(latent):
                 result.setdefault(site["name"], []).append(biject_to(site["fn"].support)(unconstrained))
-        stacked = {name: torch.stack(values) for name, values in result.items()}
-        if list(quantiles) == [0.5]:
-            return {name: value[0] for name, value in stacked.items()}
-        return stacked
+        return {name: torch.stack(values) for name, values in result.items()}
 
 
 class AutoIAF(AutoFlow):
