@@ -1,0 +1,96 @@
+"""The variational-inference examples run end to end, as a user runs them.
+
+Each example runs as a script in a fresh interpreter with ``--quick`` (a few dozen SVI
+steps: this checks that they work, not how well they fit). The printed Markdown table
+must have a row for every guide, with finite numbers, and the figure must be a PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+GUIDES = ("AutoNormal", "AutoIAFNormal", "flowkit AutoIAF")
+
+
+def run_example(script: str, out: Path) -> str:
+    """Runs ``examples/<script> --quick --no-progress --out <out>``; returns its stdout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / script), "--quick", "--no-progress", "--out", str(out)],
+        check=False,  # the assert below shows the output
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"{script} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def table(stdout: str) -> tuple[list[str], list[list[str]]]:
+    """The header and body rows of the first Markdown table in ``stdout``."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip().startswith("|")]
+    assert len(lines) >= 3, f"no Markdown table in:\n{stdout}"
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    header, separator, body = cells[0], cells[1], cells[2:]
+    assert all(set(cell) <= set("-:") for cell in separator), f"bad separator row: {lines[1]}"
+    assert all(len(row) == len(header) for row in body), f"ragged table:\n{stdout}"
+    return header, body
+
+
+def numeric_cells(header: list[str], row: list[str], labels: int) -> dict[str, float]:
+    """Every cell after the first ``labels`` label cells, parsed as a finite float."""
+    values = {}
+    for name, cell in zip(header[labels:], row[labels:]):
+        value = float(cell)  # parses "nan" and "inf" too, which the assert rejects
+        assert math.isfinite(value), f"{name} is {cell} in row {row}"
+        values[name] = value
+    return values
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"no figure at {path}"
+    assert path.stat().st_size > 1000, f"{path} is suspiciously small"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+
+
+def test_vi_funnel_quick(tmp_path):
+    stdout = run_example("vi_funnel.py", tmp_path)
+    header, body = table(stdout)
+    for target in ("funnel (10-D)", "banana (2-D)"):
+        rows = {row[1]: row for row in body if row[0] == target}
+        assert set(rows) == set(GUIDES), f"expected a row per guide for {target}:\n{stdout}"
+        for guide, row in rows.items():
+            values = numeric_cells(header, row, labels=2)
+            elbo = values["ELBO"]
+            # log Z = 0 for both targets, so the ELBO is at most 0 up to Monte Carlo error.
+            assert elbo < 5 * values["std err"] + 1e-3, f"{target}, {guide}: ELBO {elbo} above log Z = 0"
+            assert values["gap to log Z = 0 (KL)"] == pytest.approx(-elbo, abs=1e-3)
+            assert values["ESS"] >= 0.95  # an effective sample size is at least one draw
+    assert_png(tmp_path / "vi_funnel.png")
+
+
+def test_vi_logistic_regression_quick(tmp_path):
+    stdout = run_example("vi_logistic_regression.py", tmp_path)
+    header, body = table(stdout)
+    rows = {row[0]: row for row in body}
+    assert set(rows) == set(GUIDES), f"expected a row per guide:\n{stdout}"
+    for guide, row in rows.items():
+        values = numeric_cells(header, row, labels=1)
+        assert values["ELBO"] < 0  # a log-likelihood of 426 labels plus a KL
+        # Importance sampling with the guide as proposal: its estimate is at least the ELBO.
+        assert values["log p(y) (IS)"] >= values["ELBO"] - 2e-3  # (both rounded to 3 decimals)
+        assert values["ESS"] >= 0.95
+        assert values["test log-lik"] < 0
+        assert 0.5 < values["test accuracy"] <= 1  # even a few steps beat guessing
+    assert_png(tmp_path / "vi_logistic_regression.png")
