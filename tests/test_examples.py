@@ -150,7 +150,7 @@ def test_sequential_benchmark_quick():
     rows = table_rows(stdout)
     assert {"2", "4"} <= set(rows), stdout
     for dim in ("2", "4"):
-        assert len(finite_numbers(rows[dim])) == 6, rows[dim]  # the "64x2" hidden label is not a number
+        assert len(finite_numbers(rows[dim])) == 7, rows[dim]  # the "64x2" hidden label is not a number
 
 
 def test_plot_masks(tmp_path):
