@@ -36,7 +36,6 @@ guide samples over the true density, for the funnel in the (x_1, v) plane.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -48,15 +47,10 @@ import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
 from pyro import poutine  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
-from pyro.infer.autoguide import AutoIAFNormal, AutoNormal  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from flowkit.infer import AutoIAF  # noqa: E402
+from vi_common import GUIDES, describe, guide_samples, log_weights, make_guide, parse_args, summarise, train  # noqa: E402
 
 FUNNEL_DIM = 10
 BANANA_B = 0.5
-GUIDES = ("AutoNormal", "AutoIAFNormal", "flowkit AutoIAF")
 
 FULL = {"steps": 5000, "lr": 5e-3, "particles": 8, "transforms": 4, "hidden": [64, 64], "eval_samples": 4000}
 QUICK = {"steps": 30, "lr": 5e-3, "particles": 2, "transforms": 2, "hidden": [16], "eval_samples": 500}
@@ -105,80 +99,6 @@ TARGETS = {
 }
 
 
-# ------------------------------------------------------------------ guides and training
-def make_guide(name: str, model, args: argparse.Namespace):
-    # AutoNormal and flowkit's AutoIAF start as N(init loc, init_scale^2) in every
-    # coordinate, Pyro's AutoIAFNormal from its N(0, I) base through randomly initialised
-    # steps: init_scale = 1 (not Pyro's default 0.1) gives all three about the same start.
-    if name == "AutoNormal":
-        return AutoNormal(model, init_scale=args.init_scale)
-    if name == "AutoIAFNormal":
-        # Pyro's IAF guide with the same depth and widths as flowkit's, for a fair race.
-        return AutoIAFNormal(model, hidden_dim=args.hidden, num_transforms=args.transforms)
-    if name == "flowkit AutoIAF":
-        # stable=False: the gated ("stable") update can only shrink the scale in each step
-        # (sigmoid < 1), and the funnel needs the scale of x to grow and shrink by orders of
-        # magnitude with v. In 1500-step trials it left a 2.5-5x larger KL gap on the funnel.
-        return AutoIAF(model, num_transforms=args.transforms, hidden_dims=args.hidden, stable=False,
-                       init_scale=args.init_scale, seed=args.seed)  # fmt: skip
-    raise ValueError(name)
-
-
-def train(model, guide, args: argparse.Namespace, label: str) -> tuple[float, float]:
-    """Runs SVI; returns the wall and CPU time in seconds."""
-    # Adam with its learning rate decayed geometrically to lr * lr_decay by the last
-    # step (and gradients clipped at norm 10): the late steps average out the noise of
-    # the few-particle ELBO gradients instead of jittering around the optimum.
-    gamma = args.lr_decay ** (1.0 / max(args.steps, 1))
-    optimiser = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": gamma, "clip_norm": 10.0})
-    elbo = Trace_ELBO(num_particles=args.particles, vectorize_particles=True, max_plate_nesting=0)
-    svi = SVI(model, guide, optimiser, elbo)
-    wall, cpu = time.perf_counter(), time.process_time()
-    bar = tqdm(range(args.steps), desc=label, disable=args.no_progress, leave=False)
-    for step in bar:
-        loss = svi.step()
-        if step % 100 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-@torch.no_grad()
-def log_weights(model, guide, num_samples: int, chunk: int = 1000) -> torch.Tensor:
-    """``log p(z) - log q(z)`` for ``num_samples`` draws z ~ q, a vectorised particle plate
-    at a time (the models here have no plates of their own)."""
-    out = []
-    for start in range(0, num_samples, chunk):
-        n = min(chunk, num_samples - start)
-        with pyro.plate("particles", n, dim=-1):
-            guide_trace = poutine.trace(guide).get_trace()
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace()
-        out.append(_log_joint(model_trace, n) - _log_joint(guide_trace, n))
-    return torch.cat(out)
-
-
-def _log_joint(trace, n: int) -> torch.Tensor:
-    trace.compute_log_prob()
-    total = torch.zeros(n)
-    for site in trace.nodes.values():
-        if site["type"] == "sample":
-            total = total + site["log_prob"]
-    return total
-
-
-@torch.no_grad()
-def guide_samples(guide, num_samples: int) -> dict:
-    with pyro.plate("particles", num_samples, dim=-1):
-        return guide()
-
-
-def summarise(log_w: torch.Tensor) -> dict:
-    elbo = log_w.mean().item()
-    stderr = log_w.std().item() / math.sqrt(len(log_w))
-    weights = torch.softmax(log_w, 0)
-    ess = 1.0 / (weights**2).sum().item()
-    return {"elbo": elbo, "stderr": stderr, "gap": -elbo, "ess": ess}
-
-
 # ------------------------------------------------------------------ the figure
 def exact_samples(target: str, num_samples: int) -> dict:
     """Exact draws from a target (both are easy to sample in their written order)."""
@@ -223,37 +143,17 @@ def plot(panels: dict, path: Path) -> None:
 
 
 # ------------------------------------------------------------------ main
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"a tiny run for smoke tests: {QUICK}")
-    parser.add_argument("--steps", type=int, help=f"SVI steps per guide (default {FULL['steps']})")
-    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {FULL['lr']})")
-    parser.add_argument("--lr-decay", type=float, default=0.1, help="final lr / initial lr (default 0.1)")
-    parser.add_argument("--init-scale", type=float, default=1.0, help="initial guide scale (default 1)")
-    parser.add_argument("--particles", type=int, help=f"ELBO particles per step (default {FULL['particles']})")
-    parser.add_argument("--transforms", type=int, help=f"IAF steps of both IAF guides (default {FULL['transforms']})")
-    parser.add_argument("--hidden", type=int, nargs="+", help=f"MADE widths of both IAF guides ({FULL['hidden']})")
-    parser.add_argument("--eval-samples", type=int, help=f"guide draws for the final ELBO ({FULL['eval_samples']})")
+def add_targets_option(parser: argparse.ArgumentParser) -> None:
+    """``--targets``: which of TARGETS to run (default all)."""
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output", help="folder for the figure")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = parse_args(__doc__.split("\n\n")[0], FULL, QUICK, argv, eval_for="the final ELBO", extra=add_targets_option)
     start = time.perf_counter()
     # Small tensors: on a busy two-core machine extra OpenMP threads only slow each step.
     torch.set_num_threads(args.threads)
-    print(f"{args.steps} SVI steps per guide, Adam lr {args.lr} decayed to {args.lr * args.lr_decay:g}, "
-          f"{args.particles} particles per step, initial scale {args.init_scale}; IAF guides: {args.transforms} "
-          f"steps of MADE {args.hidden}; final ELBO from {args.eval_samples} draws\n")  # fmt: skip
+    print(describe(args, "final ELBO"))
     print("| target | guide | ELBO | std err | gap to log Z = 0 (KL) | ESS | train time (s) | CPU time (s) |")
     print("|---|---|---|---|---|---|---|---|")
     panels: dict = {}
@@ -267,6 +167,7 @@ def main(argv=None) -> None:
             guide = make_guide(guide_name, spec["model"], args)
             wall, cpu = train(spec["model"], guide, args, f"{target} / {guide_name}")
             stats = summarise(log_weights(spec["model"], guide, args.eval_samples))
+            stats["gap"] = -stats["elbo"]  # log Z = 0, so the gap is KL(q || p)
             panels[target][guide_name] = (guide_samples(guide, 2000), stats)
             print(f"| {target} | {guide_name} | {stats['elbo']:.4f} | {stats['stderr']:.4f} | {stats['gap']:.4f} "
                   f"| {stats['ess']:.1f} | {wall:.1f} | {cpu:.1f} |", flush=True)  # fmt: skip

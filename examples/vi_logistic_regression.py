@@ -34,7 +34,6 @@ coordinate.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -46,16 +45,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
-from pyro import poutine  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
-from pyro.infer.autoguide import AutoIAFNormal, AutoNormal  # noqa: E402
 from sklearn.datasets import load_breast_cancer  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from vi_common import GUIDES, describe, guide_samples, log_weights, make_guide, parse_args, summarise, train  # noqa: E402
 
-from flowkit.infer import AutoIAF  # noqa: E402
-
-GUIDES = ("AutoNormal", "AutoIAFNormal", "flowkit AutoIAF")
 COLOURS = {"AutoNormal": "tab:orange", "AutoIAFNormal": "tab:green", "flowkit AutoIAF": "tab:blue"}
 BIAS_SCALE = 5.0
 SPLIT_SEED = 0  # the train/test split is the same whatever --seed says
@@ -93,76 +86,19 @@ def model(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         pyro.sample("y", dist.Bernoulli(logits=logits(x, w, b)), obs=y)
 
 
-# ------------------------------------------------------------------ guides and training
-def make_guide(name: str, args: argparse.Namespace):
-    # AutoNormal and flowkit's AutoIAF start as N(init loc, init_scale^2) in every
-    # coordinate, Pyro's AutoIAFNormal from its N(0, I) base through randomly initialised
-    # steps: init_scale = 1 (not Pyro's default 0.1) gives all three about the same start.
-    if name == "AutoNormal":
-        return AutoNormal(model, init_scale=args.init_scale)
-    if name == "AutoIAFNormal":
-        # Pyro's IAF guide with the same depth and widths as flowkit's, for a fair race.
-        return AutoIAFNormal(model, hidden_dim=args.hidden, num_transforms=args.transforms)
-    if name == "flowkit AutoIAF":
-        return AutoIAF(model, num_transforms=args.transforms, hidden_dims=args.hidden, init_scale=args.init_scale,
-                       seed=args.seed)  # fmt: skip
-    raise ValueError(name)
-
-
-def train(guide, data: dict, args: argparse.Namespace, label: str) -> tuple[float, float]:
-    """Runs SVI on the training set; returns the wall and CPU time in seconds."""
-    # Adam with its learning rate decayed geometrically to lr * lr_decay by the last
-    # step (and gradients clipped at norm 10): the late steps average out the noise of
-    # the few-particle ELBO gradients instead of jittering around the optimum.
-    gamma = args.lr_decay ** (1.0 / max(args.steps, 1))
-    optimiser = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": gamma, "clip_norm": 10.0})
-    elbo = Trace_ELBO(num_particles=args.particles, vectorize_particles=True, max_plate_nesting=1)
-    svi = SVI(model, guide, optimiser, elbo)
-    wall, cpu = time.perf_counter(), time.process_time()
-    bar = tqdm(range(args.steps), desc=label, disable=args.no_progress, leave=False)
-    for step in bar:
-        loss = svi.step(data["x_train"], data["y_train"])
-        if step % 100 == 0:
-            bar.set_postfix(loss=f"{loss:.1f}")
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-@torch.no_grad()
-def log_weights(guide, data: dict, num_samples: int, chunk: int = 500) -> torch.Tensor:
-    """``log p(y, w, b | X) - log q(w, b)`` for ``num_samples`` draws from the guide, a
-    vectorised particle plate (left of the data plate) at a time."""
-    out = []
-    for start in range(0, num_samples, chunk):
-        n = min(chunk, num_samples - start)
-        with pyro.plate("particles", n, dim=-2):
-            guide_trace = poutine.trace(guide).get_trace(data["x_train"], data["y_train"])
-            replayed = poutine.replay(model, trace=guide_trace)
-            model_trace = poutine.trace(replayed).get_trace(data["x_train"], data["y_train"])
-        out.append(_log_joint(model_trace, n) - _log_joint(guide_trace, n))
-    return torch.cat(out)
-
-
-def _log_joint(trace, n: int) -> torch.Tensor:
-    """Sums every sample site's log-density over all but the leading (particle) dimension."""
-    trace.compute_log_prob()
-    total = torch.zeros(n)
-    for site in trace.nodes.values():
-        if site["type"] == "sample":
-            log_prob = site["log_prob"]
-            total = total + (log_prob.reshape(n, -1).sum(-1) if log_prob.dim() > 1 else log_prob)
-    return total
-
-
-@torch.no_grad()
+# ------------------------------------------------------------------ evaluation
 def posterior_samples(guide, data: dict, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(w, b)`` draws from the guide, of shapes ``(S, D)`` and ``(S,)``."""
-    with pyro.plate("particles", num_samples, dim=-2):
-        sample = guide(data["x_train"], data["y_train"])
+    sample = guide_samples(guide, num_samples, (data["x_train"], data["y_train"]), particle_dim=-2)
     return sample["w"].reshape(num_samples, -1), sample["b"].reshape(num_samples)
 
 
 def evaluate(guide, data: dict, num_samples: int) -> dict:
-    log_w = log_weights(guide, data, num_samples)
+    """The importance-sampling summary (vi_common.summarise) of ``num_samples`` guide draws,
+    the held-out predictive log-likelihood and accuracy, and the draws of ``(w, b)``."""
+    # The particle plate goes left of the data plate; log p sums over the data.
+    train_data = (data["x_train"], data["y_train"])
+    log_w = log_weights(model, guide, num_samples, train_data, particle_dim=-2, chunk=500)
     w, b = posterior_samples(guide, data, num_samples)
     # Posterior predictive p(y = 1 | x) = mean_s sigmoid(w_s . x + b_s), in log space.
     test_logits = logits(data["x_test"], w.unsqueeze(-2), b.unsqueeze(-1))  # (S, N_test)
@@ -172,12 +108,8 @@ def evaluate(guide, data: dict, num_samples: int) -> dict:
     )  # log p(y_n | x_n, w_s, b_s)
     predictive_log_lik = (torch.logsumexp(log_lik, 0) - math.log(num_samples)).mean().item()
     p_one = torch.sigmoid(test_logits).mean(0)
-    weights = torch.softmax(log_w, 0)
     return {
-        "elbo": log_w.mean().item(),
-        "stderr": log_w.std().item() / math.sqrt(num_samples),
-        "log_evidence": (torch.logsumexp(log_w, 0) - math.log(num_samples)).item(),
-        "ess": 1.0 / (weights**2).sum().item(),
+        **summarise(log_w),
         "test_log_lik": predictive_log_lik,
         "accuracy": ((p_one > 0.5).to(y.dtype) == y).to(y.dtype).mean().item(),
         "samples": (w, b),
@@ -256,39 +188,16 @@ def plot(results: dict, data: dict, path: Path) -> None:
 
 
 # ------------------------------------------------------------------ main
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"a tiny run for smoke tests: {QUICK}")
-    parser.add_argument("--steps", type=int, help=f"SVI steps per guide (default {FULL['steps']})")
-    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {FULL['lr']})")
-    parser.add_argument("--lr-decay", type=float, default=0.1, help="final lr / initial lr (default 0.1)")
-    parser.add_argument("--init-scale", type=float, default=1.0, help="initial guide scale (default 1)")
-    parser.add_argument("--particles", type=int, help=f"ELBO particles per step (default {FULL['particles']})")
-    parser.add_argument("--transforms", type=int, help=f"IAF steps of both IAF guides (default {FULL['transforms']})")
-    parser.add_argument("--hidden", type=int, nargs="+", help=f"MADE widths of both IAF guides ({FULL['hidden']})")
-    parser.add_argument("--eval-samples", type=int, help=f"guide draws for the evaluation ({FULL['eval_samples']})")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the guides and SVI")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output", help="folder for the figure")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
-
-
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = parse_args(__doc__.split("\n\n")[0], FULL, QUICK, argv, eval_for="the evaluation",
+                      seed_help="seeds the guides and SVI")  # fmt: skip
     start = time.perf_counter()
     # Small tensors: on a busy two-core machine extra OpenMP threads only slow each step.
     torch.set_num_threads(args.threads)
     data = load_data()
     print(f"breast cancer: {len(data['x_train'])} train / {len(data['x_test'])} test, "
           f"{data['x_train'].shape[1]} features + bias")  # fmt: skip
-    print(f"{args.steps} SVI steps per guide, Adam lr {args.lr} decayed to {args.lr * args.lr_decay:g}, "
-          f"{args.particles} particles per step, initial scale {args.init_scale}; IAF guides: {args.transforms} "
-          f"steps of MADE {args.hidden}; evaluation from {args.eval_samples} draws\n")  # fmt: skip
+    print(describe(args, "evaluation"))
     print("| guide | ELBO | std err | log p(y) (IS) | ESS | test log-lik | test accuracy "
           "| train time (s) | CPU time (s) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
@@ -296,8 +205,9 @@ def main(argv=None) -> None:
     for name in GUIDES:
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
-        guide = make_guide(name, args)
-        wall, cpu = train(guide, data, args, name)
+        guide = make_guide(name, model, args)
+        wall, cpu = train(model, guide, args, name, (data["x_train"], data["y_train"]), max_plate_nesting=1,
+                          loss_format=".1f")  # fmt: skip
         stats = results[name] = evaluate(guide, data, args.eval_samples)
         print(f"| {name} | {stats['elbo']:.3f} | {stats['stderr']:.3f} | {stats['log_evidence']:.3f} "
               f"| {stats['ess']:.1f} | {stats['test_log_lik']:.4f} | {stats['accuracy']:.4f} "
