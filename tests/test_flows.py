@@ -20,18 +20,10 @@ from torch import nn
 import flowkit
 from flowkit.nn import MADE
 from flowkit.transforms import ActNorm, AffineIAF, AffineMAF, BatchNorm, Permute
+from helpers import perturb_
 
 BUILDERS = {"maf": flowkit.maf, "iaf": flowkit.iaf}
 TOL = dict(atol=1e-10, rtol=1e-10)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: thread synchronisation would dominate. Restored for other modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -42,17 +34,6 @@ def _clean_param_store():
 
 
 # ----------------------------------------------------------------------------- helpers
-def perturb_(module, gain=1.5, seed=0):
-    """Redraws every parameter (biases N(0, 0.5^2), weights N(0, gain^2 / fan_in)) so the
-    flow is far from its near-identity start but numerically well behaved."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            std = 0.5 if p.dim() == 1 else gain / math.sqrt(p.shape[1])
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
-    return module
-
-
 def randn(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 

@@ -10,17 +10,9 @@ import pytest
 import torch
 
 from flowkit.transforms import ActNorm, BatchNorm
+from helpers import batch_jacobian, log_abs_det
 
 TOL = dict(atol=1e-10, rtol=1e-10)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: thread synchronisation would dominate. Restored for other modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def data(n=256, d=3, seed=0):
@@ -38,18 +30,6 @@ def set_params_(layer, seed=1):
         for p in layer.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
     return layer
-
-
-def batch_jacobian(f, x):
-    """``J[n, i, j] = d f(x)[n, i] / d x[n, j]`` for an ``f`` acting on rows independently."""
-    x = x.detach().clone().requires_grad_(True)
-    y = f(x)
-    rows = [torch.autograd.grad(y[..., i].sum(), x, retain_graph=True)[0] for i in range(y.shape[-1])]
-    return torch.stack(rows, dim=-2)
-
-
-def log_abs_det(jacobian):
-    return torch.linalg.slogdet(jacobian)[1]
 
 
 # ------------------------------------------------------------------------- BatchNorm
