@@ -427,3 +427,23 @@ def test_permute_builder_kinds_and_seeds():
     assert sorted(a.permutation.tolist()) == list(range(8))
     generator = torch.Generator().manual_seed(1)
     torch.testing.assert_close(permute(8, "random", seed=generator).permutation, a.permutation)
+
+
+def test_default_hidden_dims_are_wide_enough_for_every_dependency():
+    from flowkit.transforms import default_hidden_dims
+
+    assert default_hidden_dims(2) == [64, 64]
+    assert default_hidden_dims(30) == [91, 91]  # 3 D + 1 once that exceeds 64
+    assert all(width >= d - 1 for d in (1, 5, 64, 200) for width in default_hidden_dims(d))
+
+
+def test_init_near_identity_shrinks_the_last_layers_and_zeros_the_bias():
+    from flowkit.transforms import init_near_identity
+
+    made = MADE(3, [8], param_dims=[1, 1], context_dim=2, skip_connections=True, seed=0)
+    before = {name: p.detach().clone() for name, p in made.named_parameters()}
+    assert init_near_identity(made, scale=0.5) is made
+    for name in ("output_layer.weight", "skip_layer.weight", "context_skip_layer.weight"):
+        torch.testing.assert_close(getattr(made, name.split(".")[0]).weight, 0.5 * before[name])
+    assert torch.all(made.output_layer.bias == 0)
+    torch.testing.assert_close(made.input_layer.weight, before["input_layer.weight"])  # the rest is untouched
