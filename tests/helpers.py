@@ -1,8 +1,16 @@
-"""Helpers shared by the transform, normalisation and flow tests."""
+"""Helpers shared by several test files: parameter perturbation and Jacobians for the
+transform tests, and running examples as subprocesses for the example tests."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def perturb_(module, gain=1.5, seed=0):
@@ -29,3 +37,30 @@ def batch_jacobian(f, x):
 
 def log_abs_det(jacobian):
     return torch.linalg.slogdet(jacobian)[1]
+
+
+def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``<script>`` (a path from the repository root, e.g. ``examples/plot_masks.py``)
+    with this interpreter, the repository importable, and asserts that it exits with 0."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # One torch thread, as in conftest.py: on a busy 2-core machine a second one makes
+    # these small models several times slower.
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        check=False,  # the assert below shows the output
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"{script} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"no figure at {path}"
+    assert path.stat().st_size > 1000, f"{path} is suspiciously small"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"

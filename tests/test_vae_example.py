@@ -8,13 +8,8 @@ the importance-sampled log p(x) must not fall below the ELBO.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from helpers import assert_png, run_script
 
 
 def table_row(stdout: str, prefix: str) -> list[float]:
@@ -27,24 +22,8 @@ def table_row(stdout: str, prefix: str) -> list[float]:
 
 
 def test_vae_iaf_quick(tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "vae_iaf.py"), "--quick", "--no-progress", "--out", str(tmp_path)],
-        check=False,  # the assert below shows the output
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"vae_iaf.py exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
-    stdout = result.stdout
-
-    figure = tmp_path / "vae_iaf.png"
-    assert figure.is_file(), f"no figure at {figure}"
-    assert figure.stat().st_size > 1000, f"{figure} is suspiciously small"
-    assert figure.read_bytes()[:8] == PNG_SIGNATURE, f"{figure} is not a PNG"
+    stdout = run_script("examples/vae_iaf.py", "--quick", "--no-progress", "--out", str(tmp_path)).stdout
+    assert_png(tmp_path / "vae_iaf.png")
 
     uniform = 64 * math.log(2)  # fair coins for every pixel: any trained model should beat it
     for prefix in ("diagonal Gaussian", "IAF"):

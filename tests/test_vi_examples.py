@@ -8,33 +8,17 @@ must have a row for every guide, with finite numbers, and the figure must be a P
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_png, run_script
 
-REPO = Path(__file__).resolve().parent.parent
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GUIDES = ("AutoNormal", "AutoIAFNormal", "flowkit AutoIAF")
 
 
 def run_example(script: str, out: Path) -> str:
     """Runs ``examples/<script> --quick --no-progress --out <out>``; returns its stdout."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / script), "--quick", "--no-progress", "--out", str(out)],
-        check=False,  # the assert below shows the output
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"{script} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return run_script(f"examples/{script}", "--quick", "--no-progress", "--out", str(out)).stdout
 
 
 def table(stdout: str) -> tuple[list[str], list[list[str]]]:
@@ -56,12 +40,6 @@ def numeric_cells(header: list[str], row: list[str], labels: int) -> dict[str, f
         assert math.isfinite(value), f"{name} is {cell} in row {row}"
         values[name] = value
     return values
-
-
-def assert_png(path: Path) -> None:
-    assert path.is_file(), f"no figure at {path}"
-    assert path.stat().st_size > 1000, f"{path} is suspiciously small"
-    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
 
 
 def test_vi_funnel_quick(tmp_path):
