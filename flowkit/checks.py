@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple
 
 import torch
@@ -125,14 +126,15 @@ def check_autoregressive(
     input_dim = len(net.permutation)
     generator = torch.Generator().manual_seed(seed)
     context_dim = getattr(net, "context_dim", 0)
+    device = _device_of(net)
     if context is None and context_dim:
-        context = torch.randn(context_dim, generator=generator, dtype=torch.float64)
-    elif context is not None:
-        context = context.detach().double().to(next(net.buffers()).device if list(net.buffers()) else "cpu")
-    points = torch.randn(num_points, input_dim, generator=generator, dtype=torch.float64)
+        context = torch.randn(context_dim, generator=generator, dtype=torch.float64, device="cpu")
+    if context is not None:
+        context = context.detach().double().to(device)
+    points = torch.randn(num_points, input_dim, generator=generator, dtype=torch.float64, device="cpu").to(device)
 
     is_made = hasattr(net, "set_mask") and hasattr(net, "connectivity")
-    active = int(net.mask_index) if is_made else 0
+    active = net.active_mask if is_made else 0
     # The active set first, as the layers hold it (a tampered mask must show), then the others.
     mask_sets = [active] + [i for i in range(net.num_masks) if i != active] if is_made else [0]
     report = AutoregressiveReport(input_dim, [], structure_checked=is_made)
@@ -142,7 +144,7 @@ def check_autoregressive(
         order = net.permutation.cpu()
         report.orders.append(order.tolist())
         ranks = torch.empty_like(order)
-        ranks[order] = torch.arange(input_dim)
+        ranks[order] = torch.arange(input_dim, device="cpu")
         allowed = ranks[:, None] > ranks[None, :]  # [output, input]
         found = [("jacobian", _jacobian_dependence(net, points, context).cpu())]
         if is_made:
@@ -155,11 +157,16 @@ def check_autoregressive(
     return report
 
 
+def _device_of(net: nn.Module) -> torch.device:
+    """Where the network's tensors live (the CPU for a network without any)."""
+    for tensor in chain(net.parameters(), net.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _jacobian_dependence(net: nn.Module, points: Tensor, context: Tensor | None) -> Tensor:
     """``[i, j]`` is True when some output parameter of input ``i`` moves with input ``j``
     at some point."""
-    points = points.to(next(net.parameters()).device)
-
     def outputs(x: Tensor) -> Tensor:
         out = net(x) if context is None else net(x, context)
         parts = out if isinstance(out, (tuple, list)) else (out,)

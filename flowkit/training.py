@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from flowkit.seeding import make_generator
+
 __all__ = ["History", "fit", "mean_nll"]
 
 Data = Tensor | tuple[Tensor, Tensor]
@@ -99,7 +101,7 @@ def fit(
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer(params, lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
+    generator = make_generator(seed)
     history = History()
     best_state, best_nll, waited = None, math.inf, 0
 
@@ -107,7 +109,7 @@ def fit(
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
-        for rows in torch.randperm(len(x_train), generator=generator).split(batch_size):
+        for rows in torch.randperm(len(x_train), generator=generator, device="cpu").split(batch_size):
             if cycle_masks:
                 for made in made_modules:
                     made.next_mask()
@@ -129,7 +131,7 @@ def fit(
         postfix = {"train": f"{history.train_nll[-1]:.3f}"}
 
         if x_valid is not None:
-            training_masks = [int(made.mask_index) for made in made_modules]
+            training_masks = [made.active_mask for made in made_modules]
             if cycle_masks:
                 for made in made_modules:
                     made.set_mask(0)

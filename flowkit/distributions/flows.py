@@ -25,6 +25,7 @@ from flowkit.transforms import (
 from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
 from flowkit.nn import MADE
 from flowkit.nn.masks import make_order
+from flowkit.seeding import make_generator
 
 __all__ = ["Flow", "iaf", "maf"]
 
@@ -163,7 +164,7 @@ def _build(
         raise ValueError(f"base: expected 'normal' or 'mog', got {base!r}")
     plain, conditional = {"maf": (AffineMAF, ConditionalAffineMAF), "iaf": (AffineIAF, ConditionalAffineIAF)}[step]
     hidden_dims = default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ())))
+    generator = make_generator(seed)
     layers: list[nn.Module] = []
     for index in range(num_transforms):
         made = MADE(input_dim, hidden_dims, [1, 1], context_dim=context_dim, seed=generator, **made_kwargs)

@@ -118,7 +118,7 @@ class AutoregressiveMADE(nn.Module):
         indices = list(range(self.made.num_masks)) if mask_indices is None else list(mask_indices)
         if not indices:
             raise ValueError("mask_indices: expected at least one mask index")
-        active = int(self.made.mask_index)
+        active = self.made.active_mask
         try:
             log_probs = []
             for index in indices:
@@ -181,7 +181,7 @@ class AutoregressiveMADE(nn.Module):
         def step(params: Tensor, i: int) -> Tensor:
             return torch.where(observed[..., i], values[..., i], self.to_input(pick(params)))
 
-        active = int(self.made.mask_index)
+        active = self.made.active_mask
         if choose_mask and observed.dim() == 1 and self.made.num_masks > 1:
             self.made.set_mask(self.best_mask_for(observed))
         try:
@@ -207,7 +207,7 @@ class AutoregressiveMADE(nn.Module):
         when ``choose_mask`` and there are several, else the active one), every observed
         dimension precedes every unobserved one."""
         observed = observed.cpu()
-        index = self.best_mask_for(observed) if choose_mask and self.made.num_masks > 1 else int(self.made.mask_index)
+        index = self.best_mask_for(observed) if choose_mask and self.made.num_masks > 1 else self.made.active_mask
         in_order = observed[self.made.orders[index].cpu()]
         count = int(in_order.sum())
         return bool(in_order[:count].all())

@@ -78,7 +78,8 @@ class AutoFlow(AutoContinuous):
         init_loc = self._init_loc()
         self.loc = nn.Parameter(init_loc)
         self.scale = PyroParam(torch.full_like(init_loc, self._init_scale), constraint=constraints.positive)
-        self.flow = type(self).builder(self.latent_dim, **self._flow_options).to(init_loc.device, init_loc.dtype)
+        with torch.device(init_loc.device):  # the model's device, whatever torch's default is
+            self.flow = type(self).builder(self.latent_dim, **self._flow_options).to(init_loc.dtype)
         # Pyro registers a plain nn.Module child without loading stored values into it, so
         # a param store restored with set_state() would never reach the flow: load them.
         pyro.module(self._pyro_get_fullname("flow"), self.flow, update_module_params=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit.nn import masks as M
+from flowkit.seeding import make_generator
 
 __all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
 
@@ -57,7 +59,7 @@ class MaskedLinear(nn.Linear):
     def __init__(self, mask: Tensor, bias: bool = True):
         out_features, in_features = mask.shape
         super().__init__(in_features, out_features, bias=bias)
-        self.register_buffer("mask", mask.bool().clone())
+        self.register_buffer("mask", mask.to(self.weight.device, torch.bool, copy=True))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -174,14 +176,22 @@ class MADE(nn.Module):
         self.residual = residual
         self.num_masks = num_masks
 
-        generator = _generator(seed)
+        # The structure is drawn and checked on the CPU, then stored as buffers where torch
+        # puts new tensors (torch.set_default_device), beside the parameters.
+        generator = make_generator(seed)
         sets = [self._draw_degrees(order, degrees, generator) for _ in range(num_masks)]
-        self.register_buffer("orders", torch.stack([M.order_from_degrees(s[0]) for s in sets]))
+        device = torch.empty(0).device
+        self.register_buffer("orders", torch.stack([M.order_from_degrees(s[0]) for s in sets]).to(device))
         for layer in range(len(hidden_dims)):
-            self.register_buffer(f"hidden_degrees_{layer}", torch.stack([s[1][layer] for s in sets]))
-        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))
+            self.register_buffer(f"hidden_degrees_{layer}", torch.stack([s[1][layer] for s in sets]).to(device))
+        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long, device=device))
+        # Python copies of the structure, so that forward and sampling never read a
+        # buffer's value back from the device (and torch.compile sees constants).
+        self._active_mask = 0
+        self._plans = [_SequentialPlan.of(*s) for s in sets]
+        self.register_load_state_dict_post_hook(_sync_structure_after_load)
 
-        first, *middle, last, skip = self._masks(0)
+        first, *middle, last, skip = self._mask_chain(*sets[0])
         self.input_layer = MaskedLinear(first)
         self.hidden_layers = nn.ModuleList(MaskedLinear(mask) for mask in middle)
         self.output_layer = MaskedLinear(last)
@@ -191,7 +201,7 @@ class MADE(nn.Module):
             nn.Linear(context_dim, last.shape[0], bias=False) if context_dim and skip_connections else None
         )
         self.activation = _activation(activation)
-        self._report_lost_dependencies(on_lost_dependencies)
+        self._report_lost_dependencies(on_lost_dependencies, sets)
 
     # ----------------------------------------------------------------- structure
     def _draw_degrees(self, order, scheme: str, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
@@ -220,6 +230,10 @@ class MADE(nn.Module):
     def _masks(self, index: int) -> list[Tensor]:
         """Masks of mask set ``index``: input layer, hidden layers, output, skip."""
         input_degrees, *hidden = self.degrees(index)
+        return self._mask_chain(input_degrees, hidden)
+
+    def _mask_chain(self, input_degrees: Tensor, hidden: list[Tensor]) -> list[Tensor]:
+        """Masks for these degrees: input layer, hidden layers, output, skip."""
         output_degrees = input_degrees.repeat(sum(self.param_dims))
         masks = [M.hidden_mask(input_degrees, hidden[0])]
         masks += [M.hidden_mask(prev, nxt) for prev, nxt in zip(hidden, hidden[1:])]
@@ -231,17 +245,22 @@ class MADE(nn.Module):
         """The boolean masks of mask set ``index``, first layer first; the direct
         input-to-output mask is last when ``skip_connections``. For the active set (the
         default) these are the masks the layers hold, as they are used."""
-        if index is None or index == int(self.mask_index):
+        if index is None or index == self._active_mask:
             layers = [self.input_layer, *self.hidden_layers, self.output_layer]
             return [layer.mask for layer in layers] + ([self.skip_layer.mask] if self.skip_layer is not None else [])
-        *chain, skip = self._masks(self._check_index(index))
+        return self._used_masks(self._masks(self._check_index(index)))
+
+    def _used_masks(self, chain_and_skip: list[Tensor]) -> list[Tensor]:
+        *chain, skip = chain_and_skip
         return chain + ([skip] if self.skip_layer is not None else [])
 
     def connectivity(self, index: int | None = None) -> Tensor:
         """A ``(D, D)`` boolean matrix: ``[i, j]`` is True when some path through the
         masks of set ``index`` (default: the active one, as held by the layers) connects
         input ``j`` to any output parameter of input ``i``."""
-        masks = self.masks(index)
+        return self._connectivity(self.masks(index))
+
+    def _connectivity(self, masks: list[Tensor]) -> Tensor:
         chain, skip = (masks[:-1], masks[-1]) if self.skip_layer is not None else (masks, None)
         residual = [False, *([self.residual] * len(self.hidden_layers)), False]
         reach = M.connectivity(chain, residual, skip)
@@ -253,11 +272,13 @@ class MADE(nn.Module):
         input_degrees = self.degrees(index)[0]
         return M.lost_dependencies(self.connectivity(index), input_degrees, input_degrees)
 
-    def _report_lost_dependencies(self, action: str) -> None:
+    def _report_lost_dependencies(self, action: str, sets: list[tuple[Tensor, list[Tensor]]]) -> None:
+        """Warns (or raises) for each mask set, given as CPU degrees, that loses dependencies."""
         allowed = self.input_dim * (self.input_dim - 1) // 2
         needed = self.input_dim if self.context_dim else self.input_dim - 1  # one unit per useful degree
-        for index in range(self.num_masks):
-            lost = self.lost_dependencies(index)
+        for index, (input_degrees, hidden) in enumerate(sets):
+            reach = self._connectivity(self._used_masks(self._mask_chain(input_degrees, hidden)))
+            lost = M.lost_dependencies(reach, input_degrees, input_degrees)
             if not lost:
                 continue
             shown = ", ".join(f"{j}->{i}" for j, i in lost[:8]) + (", ..." if len(lost) > 8 else "")
@@ -273,7 +294,7 @@ class MADE(nn.Module):
     # ----------------------------------------------------------------- mask sets
     def _check_index(self, index: int | None) -> int:
         if index is None:
-            return int(self.mask_index)
+            return self._active_mask
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.num_masks:
             raise ValueError(f"index: expected an int in [0, {self.num_masks}), got {index!r}")
         return index
@@ -289,18 +310,24 @@ class MADE(nn.Module):
         if self.skip_layer is not None:
             self.skip_layer.set_mask(skip)
         self.mask_index.fill_(index)
+        self._active_mask = index
 
     def next_mask(self) -> int:
         """Activates the next mask set (cyclically) and returns its index."""
-        index = (int(self.mask_index) + 1) % self.num_masks
+        index = (self._active_mask + 1) % self.num_masks
         self.set_mask(index)
         return index
+
+    @property
+    def active_mask(self) -> int:
+        """The index of the active mask set (the ``mask_index`` buffer, as a Python int)."""
+        return self._active_mask
 
     @property
     def permutation(self) -> Tensor:
         """The active order: ``permutation[k]`` is the input that comes ``k``-th (Pyro's
         attribute, read by its transforms to invert)."""
-        return self.orders[self.mask_index]
+        return self.orders[self._active_mask]
 
     def get_permutation(self) -> Tensor:
         """The active order, as Pyro's `AutoRegressiveNN.get_permutation`."""
@@ -430,10 +457,8 @@ class MADE(nn.Module):
     def _sequential_fast(self, step, batch_shape: torch.Size, context: Tensor | None) -> tuple[Tensor, Tensor]:
         D, P = self.input_dim, sum(self.param_dims)
         order = self.permutation
-        input_degrees, *hidden = self.degrees()
-        # ready[l][k]: how many units of hidden layer l have degree <= k (units are sorted).
-        steps = torch.arange(D, device=order.device)
-        ready = [[0, *torch.searchsorted(degrees, steps, right=True).tolist()] for degrees in hidden]
+        plan = self._plans[self._active_mask]
+        ready = plan.ready
         layers = [self.input_layer, *self.hidden_layers]
         weights = [layer.masked_weight() for layer in layers]
         weights[0] = weights[0][:, order]  # input columns in rank order
@@ -448,7 +473,6 @@ class MADE(nn.Module):
             if self.context_skip_layer is not None:
                 context_out = self.context_skip_layer(context)
 
-        order_list = order.tolist()  # one device sync here, none per step
         empty = out_bias.new_zeros(batch_shape + (0,))
         x_ranked = empty  # the inputs of rank < k, in rank order
         known = [empty] * len(layers)  # per layer, the units of degree <= k computed so far
@@ -471,21 +495,40 @@ class MADE(nn.Module):
                 params = params + x_ranked @ skip_weight[k, :, :k].T
                 if context is not None:
                     params = params + context_out[..., out_rows[k]]
-            x_k = step(params, order_list[k])
+            x_k = step(params, plan.order[k])
             x_ranked = torch.cat([x_ranked, x_k.unsqueeze(-1)], dim=-1)
             params_ranked.append(params)
-        ranks = input_degrees - 1
-        return x_ranked[..., ranks], torch.stack(params_ranked, dim=-1)[..., ranks]
+        return x_ranked[..., plan.ranks], torch.stack(params_ranked, dim=-1)[..., plan.ranks]
 
 
-def _generator(seed: int | torch.Generator | None) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, ()))
-    elif isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int, a torch.Generator or None, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
+@dataclass(frozen=True)
+class _SequentialPlan:
+    """One mask set's structure as Python ints, for the sequential pass.
+
+    ``order[k]`` is the input of rank ``k``, ``ranks[i]`` the rank of input ``i``, and
+    ``ready[l][k]`` how many units of hidden layer ``l`` have degree ``< k`` (units are
+    sorted by degree, so ``ready[l][k]:ready[l][k + 1]`` are the units of degree ``k``).
+    """
+
+    order: list[int]
+    ranks: list[int]
+    ready: list[list[int]]
+
+    @staticmethod
+    def of(input_degrees: Tensor, hidden: list[Tensor]) -> _SequentialPlan:
+        input_degrees = input_degrees.cpu()
+        steps = torch.arange(len(input_degrees), device="cpu")
+        ready = [[0, *torch.searchsorted(degrees.cpu(), steps, right=True).tolist()] for degrees in hidden]
+        return _SequentialPlan(M.order_from_degrees(input_degrees).tolist(), (input_degrees - 1).tolist(), ready)
+
+
+def _sync_structure_after_load(made: MADE, incompatible_keys) -> None:
+    """``load_state_dict`` replaced the structure buffers: refresh their Python copies."""
+    made._active_mask = int(made.mask_index)
+    made._plans = []
+    for index in range(made.num_masks):
+        input_degrees, *hidden = made.degrees(index)
+        made._plans.append(_SequentialPlan.of(input_degrees, hidden))
 
 
 def _activation(activation) -> nn.Module | Callable[[Tensor], Tensor]:

@@ -10,6 +10,8 @@ Conventions (the same as Pyro's `AutoRegressiveNN`):
 * A hidden unit of degree ``m`` may see the inputs of degree ``<= m``. Context inputs
   (for a conditional MADE) have degree 0, so every hidden unit sees them.
 * Masks have the shape of the weight they multiply, ``(out_features, in_features)``.
+* Orders and degrees are made on the CPU (they are structure, drawn from CPU generators);
+  the functions that take tensors keep their device, and modules move the results to theirs.
 
 A hidden unit ``k`` sees a unit ``k'`` of the layer below when its degree is at least as
 large, and the output for the input of degree ``d`` sees a unit ``k`` only when ``d`` is
@@ -81,20 +83,20 @@ def make_order(
     _check_positive_int(input_dim, "input_dim")
     if isinstance(order, str):
         if order == "natural":
-            return torch.arange(input_dim)
+            return torch.arange(input_dim, device="cpu")
         if order == "reversed":
-            return torch.arange(input_dim - 1, -1, -1)
+            return torch.arange(input_dim - 1, -1, -1, device="cpu")
         if order == "random":
-            return torch.randperm(input_dim, generator=generator)
+            return torch.randperm(input_dim, generator=generator, device="cpu")
         raise ValueError(f"order: expected one of {ORDER_KINDS} or a permutation, got {order!r}")
     try:
-        perm = torch.as_tensor(order)
+        perm = order.cpu() if isinstance(order, Tensor) else torch.as_tensor(order, device="cpu")
     except (TypeError, ValueError, RuntimeError) as error:
         raise TypeError(f"order: expected a permutation of range({input_dim}), got {order!r}") from error
     if perm.dtype.is_floating_point or perm.dtype == torch.bool or perm.dtype.is_complex:
         raise TypeError(f"order: expected integers, got dtype {perm.dtype}")
     perm = perm.long().cpu()
-    if perm.shape != (input_dim,) or not torch.equal(perm.sort().values, torch.arange(input_dim)):
+    if perm.shape != (input_dim,) or not torch.equal(perm.sort().values, torch.arange(input_dim, device="cpu")):
         raise ValueError(f"order: expected a permutation of range({input_dim}), got {perm.tolist()}")
     return perm
 
@@ -157,16 +159,16 @@ def hidden_degrees(
     count = high - low + 1
     if scheme == "even":
         if width >= count:
-            return low + torch.arange(width) * count // width
+            return low + torch.arange(width, device="cpu") * count // width
         # Narrow: distinct degrees as evenly spaced as possible over low..high.
-        return low + torch.arange(width) * (count - 1) // max(width - 1, 1)
+        return low + torch.arange(width, device="cpu") * (count - 1) // max(width - 1, 1)
     if scheme == "random":
         if width >= count:
-            extra = torch.randint(low, high + 1, (width - count,), generator=generator)
-            return torch.cat([torch.arange(low, high + 1), extra]).sort().values
+            extra = torch.randint(low, high + 1, (width - count,), generator=generator, device="cpu")
+            return torch.cat([torch.arange(low, high + 1, device="cpu"), extra]).sort().values
         # Keep the lowest degree: with context inputs it is what the first output reads.
-        rest = low + 1 + torch.randperm(count - 1, generator=generator)[: width - 1]
-        return torch.cat([torch.tensor([low]), rest]).sort().values
+        rest = low + 1 + torch.randperm(count - 1, generator=generator, device="cpu")[: width - 1]
+        return torch.cat([torch.tensor([low], device="cpu"), rest]).sort().values
     raise ValueError(f"scheme: expected one of {DEGREE_SCHEMES}, got {scheme!r}")
 
 

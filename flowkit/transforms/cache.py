@@ -24,6 +24,9 @@ class CachedTransformModule(TransformModule):
     """A ``TransformModule`` with a one-pair cache (plus its log-scale) that is dropped
     whenever a parameter or buffer changes in place or the train/eval mode changes."""
 
+    # Pyro's TransformModule hashes through super(), which torch.compile cannot trace.
+    __hash__ = object.__hash__
+
     def __init__(self):
         super().__init__(cache_size=1)
         self._cached_log_scale: tuple[Tensor, ...] = ()  # a tuple, so a Parameter is never registered

@@ -9,6 +9,7 @@ from pyro.distributions import constraints
 from torch import Tensor
 
 from flowkit.nn.masks import make_order
+from flowkit.seeding import make_generator
 from flowkit.transforms.cache import CachedTransformModule
 
 __all__ = ["Permute", "permute"]
@@ -36,10 +37,10 @@ class Permute(CachedTransformModule):
 
     def __init__(self, permutation: Sequence[int] | Tensor):
         super().__init__()
-        permutation = torch.as_tensor(permutation)
         permutation = make_order(len(permutation), permutation)
-        self.register_buffer("permutation", permutation)
-        self.register_buffer("inverse_permutation", torch.argsort(permutation))
+        device = torch.empty(0).device  # where torch puts new tensors (torch.set_default_device)
+        self.register_buffer("permutation", permutation.to(device))
+        self.register_buffer("inverse_permutation", torch.argsort(permutation).to(device))
 
     def _check(self, x: Tensor, name: str) -> None:
         if x.dim() == 0 or x.shape[-1] != len(self.permutation):
@@ -65,7 +66,4 @@ def permute(input_dim: int, kind: str | Sequence[int] | Tensor = "reversed", see
         >>> permute(3).permutation
         tensor([2, 1, 0])
     """
-    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(
-        int(torch.randint(0, 2**62, ())) if seed is None else seed
-    )
-    return Permute(make_order(input_dim, kind, generator))
+    return Permute(make_order(input_dim, kind, make_generator(seed)))
