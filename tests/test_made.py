@@ -460,15 +460,21 @@ def test_state_dict_round_trip_into_a_made_with_another_seed(kwargs):
     assert not made_outputs_equal(source(x, context), target(x, context))  # the test can fail
 
     target.load_state_dict(source.state_dict())
-    assert int(target.mask_index) == active
+    assert int(target.mask_index) == active and target.active_mask == active
     assert torch.equal(target.permutation, source.permutation)
     assert made_outputs_equal(target(x, context), source(x, context))
+
+    def sequential(made):  # walks the order the loaded structure gives
+        return made.sequential(lambda params, i: torch.tanh(params[..., 0]) + i, (7,), context)[0]
+
+    assert torch.equal(sequential(target), sequential(source))
     # every other mask set comes with the state_dict too
     for index in range(source.num_masks):
         source.set_mask(index)
         target.set_mask(index)
         assert torch.equal(target.permutation, source.permutation)
         assert made_outputs_equal(target(x, context), source(x, context))
+        assert torch.equal(sequential(target), sequential(source))
 
 
 def test_double_gives_float64_and_keeps_masks_bool():
