@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor, nn
+from torch.distributions.utils import _sum_rightmost
 
 from flowkit.transforms import (
     ActNorm,
@@ -22,6 +24,7 @@ from flowkit.transforms import (
     default_hidden_dims,
     init_near_identity,
 )
+from flowkit.transforms.cache import CachedTransformModule
 from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
 from flowkit.nn import MADE
 from flowkit.nn.masks import make_order
@@ -107,21 +110,29 @@ class Flow(nn.Module):
         return dist.TransformedDistribution(self.base_distribution(batch_shape, context), transforms)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of ``x`` (shape ``(..., D)``)."""
+        r"""Log-density of ``x`` (shape ``(..., D)``):
+        \(\log p(x) = \log p_0(f^{-1}(x)) - \log |\det \partial f / \partial z|\), walking
+        the transforms backwards, each inverse with its log-determinant in one sweep."""
         if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[-1] != self.input_dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x: expected a tensor of shape (..., {self.input_dim}), got {shape}")
-        return self(context).log_prob(x)
+        log_det = 0.0
+        for transform in reversed(self.conditioned_transforms(context)):
+            x, ladj = _inverse_and_log_det(transform, x)
+            log_det = log_det + ladj
+        return self._base_log_prob(x, context) - log_det
 
     def rsample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Reparameterised samples of shape ``sample_shape + batch + (D,)``."""
-        self._check_reparameterised()
-        return self(context).rsample(torch.Size(sample_shape))
+        return self.rsample_and_log_prob(sample_shape, context)[0]
 
     def sample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Samples without gradients."""
         with torch.no_grad():
-            return self(context).sample(torch.Size(sample_shape))
+            transforms = self.conditioned_transforms(context)
+            if self.base is not None:
+                return self._push(self.base.sample(sample_shape, context), transforms)[0]
+            return self._push(self._base_noise(sample_shape, context), transforms)[0]
 
     def rsample_and_log_prob(
         self, sample_shape: Sequence[int] = (), context: Tensor | None = None
@@ -130,15 +141,44 @@ class Flow(nn.Module):
         comes from the pass that produced the sample (for IAF, no extra MADE pass)."""
         self._check_reparameterised()
         transforms = self.conditioned_transforms(context)
-        batch_shape = context.shape[:-1] if context is not None else ()
-        base = self.base_distribution(batch_shape, context)
-        x = base.rsample(torch.Size(sample_shape))
-        log_prob = base.log_prob(x)
+        noise = self._base_noise(sample_shape, context)
+        x, log_det = self._push(noise, transforms)
+        return x, self._base_log_prob(noise, context) - log_det
+
+    # The base and the sweep through the transforms, without Pyro's bookkeeping: these are
+    # the hot paths, and torch.compile traces them whole.
+    def _base_noise(self, sample_shape: Sequence[int], context: Tensor | None) -> Tensor:
+        batch_shape = context.shape[:-1] if context is not None else torch.Size()
+        shape = torch.Size(sample_shape) + batch_shape + (self.input_dim,)
+        return torch.randn(shape, dtype=self.base_loc.dtype, device=self.base_loc.device)
+
+    def _base_log_prob(self, z: Tensor, context: Tensor | None) -> Tensor:
+        if self.base is not None:
+            return self.base.log_prob(z, context)
+        return -0.5 * z.square().sum(-1) - 0.5 * self.input_dim * math.log(2 * math.pi)
+
+    @staticmethod
+    def _push(x: Tensor, transforms: list) -> tuple[Tensor, Tensor]:
+        """Noise through the transforms in order: the output and the summed log-determinant."""
+        log_det = 0.0
         for transform in transforms:
-            y = transform(x)
-            log_prob = log_prob - transform.log_abs_det_jacobian(x, y)
-            x = y
-        return x, log_prob
+            x, ladj = _forward_and_log_det(transform, x)
+            log_det = log_det + ladj
+        return x, log_det
+
+
+def _forward_and_log_det(transform, x: Tensor) -> tuple[Tensor, Tensor]:
+    if isinstance(transform, CachedTransformModule):
+        return transform.forward_and_log_det(x)
+    y = transform(x)  # any other Pyro transform, through its own interface
+    return y, _sum_rightmost(transform.log_abs_det_jacobian(x, y), 1 - transform.codomain.event_dim)
+
+
+def _inverse_and_log_det(transform, y: Tensor) -> tuple[Tensor, Tensor]:
+    if isinstance(transform, CachedTransformModule):
+        return transform.inverse_and_log_det(y)
+    x = transform.inv(y)
+    return x, _sum_rightmost(transform.log_abs_det_jacobian(x, y), 1 - transform.codomain.event_dim)
 
 
 def _build(

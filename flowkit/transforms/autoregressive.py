@@ -90,8 +90,9 @@ class _AffineAutoregressive(CachedTransformModule):
         """Like `_affine` for the ``(..., 2)`` parameters of a single input."""
         return self._affine(params.unsqueeze(-1))
 
-    def _conditioner(self, inputs: Tensor) -> Tensor:
-        return self.made.raw_output(inputs, self.context)
+    def _one_pass(self, inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(shift, scale, log_scale)`` from one MADE pass over ``inputs``."""
+        return self._affine(self.made.raw_output(inputs, self.context))
 
     def _sequential(self, step, batch_shape: torch.Size) -> tuple[Tensor, Tensor]:
         def solve(params: Tensor, i: int) -> Tensor:
@@ -100,13 +101,9 @@ class _AffineAutoregressive(CachedTransformModule):
 
         return self.made.sequential(solve, batch_shape, self.context)
 
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        r"""\(\sum_i \log \sigma_i\), from the cache when ``(x, y)`` is the last pair
-        computed (no MADE pass), else from one MADE pass."""
-        log_scale = self.cached_log_scale(x, y)
-        if log_scale is None:
-            log_scale = self._affine(self._conditioner(self._conditioner_input(x, y)))[2]
-        return log_scale.sum(-1)
+    def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        r"""\(\sum_i \log \sigma_i\) from one MADE pass over the side the MADE reads."""
+        return self._one_pass(self._conditioner_input(x, y))[2].sum(-1)
 
     def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -136,15 +133,15 @@ class AffineIAF(_AffineAutoregressive):
         torch.Size([5, 3])
     """
 
-    def _call(self, x: Tensor) -> Tensor:
-        shift, scale, log_scale = self._affine(self._conditioner(x))
-        self._remember_log_scale(log_scale)
-        return shift + scale * x
+    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One MADE pass over the noise ``x``."""
+        shift, scale, log_scale = self._one_pass(x)
+        return shift + scale * x, log_scale.sum(-1)
 
-    def _inverse(self, y: Tensor) -> Tensor:
+    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Sequential: ``x_i = (y_i - mu_i(x_<i)) / sigma_i(x_<i)`` in the MADE's order."""
         x, params = self._sequential(lambda shift, scale, i: (y[..., i] - shift) / scale, y.shape[:-1])
-        self._remember_log_scale(self._affine(params)[2])
-        return x
+        return x, self._affine(params)[2].sum(-1)
 
     def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
         return x
@@ -163,15 +160,15 @@ class AffineMAF(_AffineAutoregressive):
         True
     """
 
-    def _call(self, x: Tensor) -> Tensor:
+    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Sequential: ``y_i = mu_i(y_<i) + sigma_i(y_<i) x_i`` in the MADE's order."""
         y, params = self._sequential(lambda shift, scale, i: shift + scale * x[..., i], x.shape[:-1])
-        self._remember_log_scale(self._affine(params)[2])
-        return y
+        return y, self._affine(params)[2].sum(-1)
 
-    def _inverse(self, y: Tensor) -> Tensor:
-        shift, scale, log_scale = self._affine(self._conditioner(y))
-        self._remember_log_scale(log_scale)
-        return (y - shift) / scale
+    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One MADE pass over the data ``y``."""
+        shift, scale, log_scale = self._one_pass(y)
+        return (y - shift) / scale, log_scale.sum(-1)
 
     def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
         return y

@@ -38,25 +38,19 @@ class _ElementwiseAffine(CachedTransformModule):
     def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _call(self, x: Tensor) -> Tensor:
+    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x, "x")
         shift, log_scale = self._shift_log_scale(None)
-        self._remember_log_scale(log_scale)
-        return shift + log_scale.exp() * x
+        return shift + log_scale.exp() * x, log_scale.sum(-1).expand(x.shape[:-1])
 
-    def _inverse(self, y: Tensor) -> Tensor:
+    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         self._check(y, "y")
         shift, log_scale = self._shift_log_scale(y)
-        self._remember_log_scale(log_scale)
-        return (y - shift) * (-log_scale).exp()
+        return (y - shift) * (-log_scale).exp(), log_scale.sum(-1).expand(y.shape[:-1])
 
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        """The log-scale used for this pair when it is the last one computed, else the
-        one the inverse would use for ``y``."""
-        log_scale = self.cached_log_scale(x, y)
-        if log_scale is None:
-            log_scale = self._shift_log_scale(y)[1]
-        return log_scale.sum(-1).expand(y.shape[:-1])
+    def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        """The log-scale the inverse would use for ``y``."""
+        return self._shift_log_scale(y)[1].sum(-1).expand(y.shape[:-1])
 
 
 class BatchNorm(_ElementwiseAffine):
@@ -102,14 +96,14 @@ class BatchNorm(_ElementwiseAffine):
         log_scale = 0.5 * (var + self.eps).log() - self.log_gamma
         return mean - self.beta * log_scale.exp(), log_scale
 
-    def _inverse(self, y: Tensor) -> Tensor:
-        x = super()._inverse(y)
+    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        x, log_det = super().inverse_and_log_det(y)
         if self.training:
             with torch.no_grad():
                 mean, var = self._statistics(y)
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(var, self.momentum)
-        return x
+        return x, log_det
 
 
 class ActNorm(_ElementwiseAffine):
@@ -132,13 +126,22 @@ class ActNorm(_ElementwiseAffine):
         self.shift = nn.Parameter(torch.zeros(input_dim))
         self.log_scale = nn.Parameter(torch.zeros(input_dim))
         self.register_buffer("initialized", torch.tensor(False))
+        # A Python copy of the flag, so the training-mode check never reads the buffer back
+        # from the device (nor splits a torch.compile graph); load_state_dict refreshes it.
+        self._initialized = False
+        self.register_load_state_dict_post_hook(ActNorm._sync_from_buffers)  # a function, so it pickles
+
+    def _sync_from_buffers(self, incompatible_keys=None) -> None:
+        """Refreshes the Python copy of the flag after the buffer was overwritten (by
+        ``load_state_dict``, or by ``DistributedDataParallel`` copying rank 0's)."""
+        self._initialized = bool(self.initialized)
 
     def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.shift, self.log_scale
 
-    def _inverse(self, y: Tensor) -> Tensor:
+    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         self._check(y, "y")
-        if self.training and not self.initialized:
+        if self.training and not self._initialized:
             flat = y.detach().reshape(-1, self.input_dim)
             if flat.shape[0] < 2:
                 raise ValueError(
@@ -148,4 +151,5 @@ class ActNorm(_ElementwiseAffine):
                 self.shift.copy_(flat.mean(0))
                 self.log_scale.copy_(flat.std(0).clamp(min=1e-6).log())
                 self.initialized.fill_(True)
-        return super()._inverse(y)
+            self._initialized = True
+        return super().inverse_and_log_det(y)

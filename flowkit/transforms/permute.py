@@ -46,15 +46,15 @@ class Permute(CachedTransformModule):
         if x.dim() == 0 or x.shape[-1] != len(self.permutation):
             raise ValueError(f"{name}: expected shape (..., {len(self.permutation)}), got {tuple(x.shape)}")
 
-    def _call(self, x: Tensor) -> Tensor:
+    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x, "x")
-        return x[..., self.permutation]
+        return x[..., self.permutation], x.new_zeros(x.shape[:-1])
 
-    def _inverse(self, y: Tensor) -> Tensor:
+    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         self._check(y, "y")
-        return y[..., self.inverse_permutation]
+        return y[..., self.inverse_permutation], y.new_zeros(y.shape[:-1])
 
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+    def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return x.new_zeros(x.shape[:-1])
 
 
