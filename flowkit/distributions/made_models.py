@@ -44,6 +44,12 @@ __all__ = [
 SCALE_FLOOR = 1e-3
 
 
+def _compiling() -> bool:
+    """Inside ``torch.compile`` the value checks of data are skipped: reading a tensor's
+    values back to decide whether to raise would split the graph (and sync the device)."""
+    return torch.compiler.is_compiling()
+
+
 class AutoregressiveMADE(nn.Module):
     """A density model whose conditionals are parameterised by one MADE.
 
@@ -269,7 +275,7 @@ class BernoulliMADE(AutoregressiveMADE):
 
     def check_data(self, x: Tensor) -> None:
         super().check_data(x)
-        if not ((x == 0) | (x == 1)).all():
+        if not _compiling() and not ((x == 0) | (x == 1)).all():
             raise ValueError("x: BernoulliMADE expects binary data (0 or 1)")
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
@@ -377,7 +383,7 @@ class CategoricalMADE(AutoregressiveMADE):
         super().check_data(x)
         if x.is_floating_point() or x.dtype == torch.bool:
             raise TypeError(f"x: CategoricalMADE expects integer classes, got dtype {x.dtype}")
-        if ((x < 0) | (x >= self.num_classes)).any():
+        if not _compiling() and ((x < 0) | (x >= self.num_classes)).any():
             raise ValueError(f"x: classes must lie in [0, {self.num_classes - 1}]")
 
     def to_input(self, x: Tensor) -> Tensor:
