@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowkit.seeding import make_generator
+from flowkit.transforms import ActNorm
 
 __all__ = ["History", "fit", "mean_nll"]
 
@@ -50,12 +51,25 @@ def fit(
     cycle_masks: bool = False,
     progress: bool = True,
     seed: int | None = None,
+    distributed: bool = False,
+    compile: bool = False,
 ) -> History:
     """Maximum-likelihood training: minimises ``-model.log_prob(x).mean()`` over
     minibatches.
 
     The model is trained in training mode and left in eval mode at the end (so a
     [`BatchNorm`][flowkit.transforms.BatchNorm] layer then uses its running averages).
+    Data may stay on the CPU while the model is on a GPU: each minibatch is moved to the
+    model's device.
+
+    With ``distributed=True``, every process of an initialised ``torch.distributed``
+    group (e.g. started by ``torchrun``) calls ``fit`` with the same data and seed. The
+    loss is wrapped in ``DistributedDataParallel``, which starts every process from rank
+    0's parameters and buffers (masks and orders included) and averages gradients; each
+    process takes its own share of every minibatch (``batch_size`` rows each, so
+    ``batch_size`` times the number of processes in all, as with PyTorch's
+    ``DistributedSampler``), and validation is shared the same way and summed. Every
+    process makes the same decisions and ends with the same model.
 
     Args:
         model: Any ``nn.Module`` with ``log_prob(x)`` (or ``log_prob(x, context)``).
@@ -64,7 +78,7 @@ def fit(
             validation NLL are restored at the end, and training stops after
             ``patience`` epochs without improvement.
         epochs: The most epochs to run.
-        batch_size: Rows per minibatch.
+        batch_size: Rows per minibatch (per process when ``distributed``).
         lr: Learning rate.
         optimizer: An optimizer class, called as ``optimizer(params, lr=..., weight_decay=...)``.
         weight_decay: Passed to the optimizer.
@@ -72,14 +86,18 @@ def fit(
         clip_grad_norm: Clip the gradient norm to this value when given.
         cycle_masks: Move every MADE in the model to its next mask set at every minibatch
             (order- and connectivity-agnostic training). Validation uses mask set 0.
-        progress: Show a tqdm progress bar.
-        seed: Seeds the minibatch shuffling.
+        progress: Show a tqdm progress bar (on rank 0 only when ``distributed``).
+        seed: Seeds the minibatch shuffling (rank 0's seed is used by every process when
+            ``distributed``).
+        distributed: Train data-parallel over the default ``torch.distributed`` group.
+        compile: Compile the loss, forward and backward, with ``torch.compile``.
 
     Returns:
         A [`History`][flowkit.training.History].
 
     Raises:
-        FloatingPointError: When the loss becomes non-finite; the message names the step.
+        FloatingPointError: When the loss becomes non-finite (on any process); the
+            message names the step.
 
     Examples:
         >>> from flowkit import maf
@@ -98,25 +116,33 @@ def fit(
     made_modules = [m for m in model.modules() if hasattr(m, "next_mask")]
     if cycle_masks and not made_modules:
         raise ValueError("cycle_masks: the model holds no MADE with mask sets")
-
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model: it has no trainable parameters")
+    device = params[0].device
+    group = _ProcessGroup.default() if distributed else _ProcessGroup()
+    if group.size > 1 and len(x_train) < group.size:
+        raise ValueError(f"train: {len(x_train)} rows cannot be shared by {group.size} processes")
+
     opt = optimizer(params, lr=lr, weight_decay=weight_decay)
-    generator = make_generator(seed)
+    generator = make_generator(group.shared_seed(seed, device))
+    loss_fn = _loss_function(model, x_train, c_train, device, distributed, compile)
     history = History()
     best_state, best_nll, waited = None, math.inf, 0
 
-    bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc="fit", disable=not progress or group.rank != 0, leave=False)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
-        for rows in torch.randperm(len(x_train), generator=generator, device="cpu").split(batch_size):
+        for rows in group.minibatches(len(x_train), batch_size, generator):
             if cycle_masks:
                 for made in made_modules:
                     made.next_mask()
-            loss = -_log_prob(model, x_train[rows], None if c_train is None else c_train[rows]).mean()
-            if not torch.isfinite(loss):
+            loss = loss_fn(*_rows(x_train, c_train, rows, device))
+            mean_loss = group.mean(loss.detach())  # every process sees every process's loss
+            if not torch.isfinite(mean_loss):
                 raise FloatingPointError(
-                    f"fit: the loss is {loss.item()} at epoch {epoch}, step {history.steps} "
+                    f"fit: the loss is {mean_loss.item()} at epoch {epoch}, step {history.steps} "
                     "(try a smaller lr, clip_grad_norm, or check the data for inf/nan)"
                 )
             opt.zero_grad()
@@ -125,8 +151,9 @@ def fit(
                 nn.utils.clip_grad_norm_(params, clip_grad_norm)
             opt.step()
             history.steps += 1
-            total += loss.item() * len(rows)
+            total += mean_loss.item() * len(rows)
             count += len(rows)
+        group.broadcast_buffers(model)  # running averages differ after the last step's local batches
         history.train_nll.append(total / count)
         postfix = {"train": f"{history.train_nll[-1]:.3f}"}
 
@@ -135,7 +162,7 @@ def fit(
             if cycle_masks:
                 for made in made_modules:
                     made.set_mask(0)
-            history.valid_nll.append(mean_nll(model, x_valid, c_valid, batch_size=max(batch_size, 1024)))
+            history.valid_nll.append(_shared_mean_nll(model, x_valid, c_valid, max(batch_size, 1024), device, group))
             postfix["valid"] = f"{history.valid_nll[-1]:.3f}"
             improved = history.valid_nll[-1] < best_nll
             if improved:  # saved with mask set 0 active, the one validated
@@ -161,17 +188,129 @@ def fit(
 
 
 def mean_nll(model: nn.Module, x: Tensor, context: Tensor | None = None, batch_size: int = 1024) -> float:
-    """The mean negative log-likelihood of rows ``x`` under ``model`` (no gradients)."""
+    """The mean negative log-likelihood of rows ``x`` under ``model`` (no gradients, eval
+    mode); rows are moved to the model's device batch by batch."""
+    device = _device_of(model)
+    total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device)
+    return total / len(x)
+
+
+def _nll_sum(model: nn.Module, x: Tensor, context: Tensor | None, rows: Tensor, batch_size: int, device) -> float:
     was_training = model.training
     model.eval()
     total = 0.0
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            end = start + batch_size
-            log_prob = _log_prob(model, x[start:end], None if context is None else context[start:end])
-            total -= log_prob.sum().item()
+        for batch in rows.split(batch_size):
+            total -= _log_prob(model, *_rows(x, context, batch, device)).sum().item()
     model.train(was_training)
-    return total / len(x)
+    return total
+
+
+def _shared_mean_nll(model, x: Tensor, context: Tensor | None, batch_size: int, device, group: _ProcessGroup) -> float:
+    """The mean NLL of all rows, each process scoring its share."""
+    rows = torch.arange(group.rank, len(x), group.size, device="cpu")
+    total = _nll_sum(model, x, context, rows, batch_size, device)
+    return group.sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / len(x)
+
+
+def _rows(x: Tensor, context: Tensor | None, rows: Tensor, device) -> tuple[Tensor, Tensor | None]:
+    """The rows of ``x`` (and of the context), on ``device``."""
+    rows = rows.to(x.device)
+    picked = x[rows].to(device, non_blocking=True)
+    return picked, None if context is None else context[rows.to(context.device)].to(device, non_blocking=True)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+class _NegativeLogLikelihood(nn.Module):
+    """The training loss as a module: ``DistributedDataParallel`` synchronises gradients
+    for a module's ``forward``, and ``log_prob`` is not one."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return -_log_prob(self.model, x, context).mean()
+
+
+def _loss_function(model, x_train, c_train, device, distributed: bool, compile: bool) -> Callable[..., Tensor]:
+    loss: nn.Module = _NegativeLogLikelihood(model)
+    if distributed:
+        _initialise_from_data(model, *_rows(x_train, c_train, torch.arange(min(len(x_train), 1024)), device))
+        device_ids = [device.index] if device.type == "cuda" else None
+        loss = nn.parallel.DistributedDataParallel(loss, device_ids=device_ids)  # copies rank 0's state
+        _sync_from_buffers(model)
+    return torch.compile(loss) if compile else loss
+
+
+def _initialise_from_data(model: nn.Module, x: Tensor, context: Tensor | None) -> None:
+    """Runs ActNorm's data-dependent initialisation now, on this process's rows, so that
+    ``DistributedDataParallel`` copies rank 0's result to every process (initialised
+    later, each process would keep its own)."""
+    if any(isinstance(m, ActNorm) and not m._initialized for m in model.modules()):
+        model.train()
+        with torch.no_grad():
+            _log_prob(model, x, context)
+
+
+def _sync_from_buffers(model: nn.Module) -> None:
+    """Modules that keep Python copies of buffers (MADE's structure, ActNorm's flag)
+    refresh them once the buffers were overwritten from rank 0."""
+    for module in model.modules():
+        if hasattr(module, "_sync_from_buffers"):
+            module._sync_from_buffers()
+
+
+@dataclass(frozen=True)
+class _ProcessGroup:
+    """The processes ``fit`` trains on: this one alone, or torch.distributed's default group."""
+
+    rank: int = 0
+    size: int = 1
+
+    @staticmethod
+    def default() -> _ProcessGroup:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError(
+                "distributed: True needs an initialised process group: start the processes with torchrun "
+                "and call torch.distributed.init_process_group() first (see the 'Scaling up' docs page)"
+            )
+        return _ProcessGroup(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+    def shared_seed(self, seed: int | None, device: torch.device) -> int | None:
+        """Rank 0's seed, drawn there when ``None``, so that every process shuffles alike."""
+        if self.size == 1:
+            return seed
+        value = torch.tensor(make_generator(seed).initial_seed() if self.rank == 0 else 0, device=device)
+        torch.distributed.broadcast(value, src=0)
+        return int(value)
+
+    def minibatches(self, num_rows: int, batch_size: int, generator: torch.Generator) -> tuple[Tensor, ...]:
+        """This process's rows of each minibatch of one epoch. Every process draws the same
+        permutation and takes every ``size``-th row of it; the ``num_rows % size`` rows at
+        its end are left out of this epoch, so that all shares have the same size."""
+        order = torch.randperm(num_rows, generator=generator, device="cpu")
+        order = order[: num_rows - num_rows % self.size]
+        return order[self.rank :: self.size].split(batch_size)
+
+    def sum(self, value: Tensor) -> Tensor:
+        if self.size > 1:
+            torch.distributed.all_reduce(value)
+        return value
+
+    def mean(self, value: Tensor) -> Tensor:
+        return self.sum(value.clone()) / self.size if self.size > 1 else value
+
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        if self.size > 1:
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+            _sync_from_buffers(model)
 
 
 def _log_prob(model: nn.Module, x: Tensor, context: Tensor | None) -> Tensor:

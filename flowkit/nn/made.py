@@ -189,7 +189,7 @@ class MADE(nn.Module):
         # buffer's value back from the device (and torch.compile sees constants).
         self._active_mask = 0
         self._plans = [_SequentialPlan.of(*s) for s in sets]
-        self.register_load_state_dict_post_hook(_sync_structure_after_load)
+        self.register_load_state_dict_post_hook(MADE._sync_from_buffers)  # a function, so it pickles
 
         first, *middle, last, skip = self._mask_chain(*sets[0])
         self.input_layer = MaskedLinear(first)
@@ -317,6 +317,15 @@ class MADE(nn.Module):
         index = (self._active_mask + 1) % self.num_masks
         self.set_mask(index)
         return index
+
+    def _sync_from_buffers(self, incompatible_keys=None) -> None:
+        """Refreshes the Python copies of the structure after its buffers were overwritten
+        (by ``load_state_dict``, or by ``DistributedDataParallel`` copying rank 0's)."""
+        self._active_mask = int(self.mask_index)
+        self._plans = []
+        for index in range(self.num_masks):
+            input_degrees, *hidden = self.degrees(index)
+            self._plans.append(_SequentialPlan.of(input_degrees, hidden))
 
     @property
     def active_mask(self) -> int:
@@ -522,13 +531,6 @@ class _SequentialPlan:
         return _SequentialPlan(M.order_from_degrees(input_degrees).tolist(), (input_degrees - 1).tolist(), ready)
 
 
-def _sync_structure_after_load(made: MADE, incompatible_keys) -> None:
-    """``load_state_dict`` replaced the structure buffers: refresh their Python copies."""
-    made._active_mask = int(made.mask_index)
-    made._plans = []
-    for index in range(made.num_masks):
-        input_degrees, *hidden = made.degrees(index)
-        made._plans.append(_SequentialPlan.of(input_degrees, hidden))
 
 
 def _activation(activation) -> nn.Module | Callable[[Tensor], Tensor]:
