@@ -14,6 +14,8 @@ models, fit, guides):
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -107,6 +109,10 @@ def use_models(models: dict, device: str, dtype: torch.dtype) -> list[torch.Tens
     outputs += [flow.log_prob(x3)]
     history = flowkit.fit(models["bernoulli"], binary, epochs=1, batch_size=3, cycle_masks=True, progress=False)
     assert history.steps == 2
+    cpu_rows = torch.randn(32, 3, generator=g, dtype=dtype, device="cpu")  # moved to the model's device per batch
+    history = flowkit.fit(flow, cpu_rows, cpu_rows[:8], epochs=1, batch_size=16, progress=False)
+    assert history.steps == 2 and math.isfinite(history.valid_nll[0])
+    assert math.isfinite(flowkit.training.mean_nll(flow, cpu_rows))
 
     posterior = models["amortized"](randn(6, 2), randn(6, 2).exp(), randn(6, 3))
     z = posterior.rsample()

@@ -513,3 +513,21 @@ def test_mog_base_samples_but_refuses_reparameterised_sampling():
         flow.rsample((4,))
     with pytest.raises(ValueError, match="base"):
         flow.rsample_and_log_prob((4,))
+
+
+def test_flow_of_pyro_transforms_scores_and_samples_like_pyro(float64_default):
+    """Transforms that are not flowkit's go through Pyro's interface; an elementwise one
+    (a spline, event_dim 0) has its log-determinant summed over the event."""
+    torch.manual_seed(0)
+    arn = pyro.nn.AutoRegressiveNN(3, [8], param_dims=[1, 1])
+    transforms = [
+        dist.transforms.AffineAutoregressive(arn),
+        dist.transforms.spline(3, count_bins=4),  # elementwise
+        Permute([2, 0, 1]),
+    ]
+    flow = flowkit.Flow(transforms, input_dim=3)
+    reference = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0).to_event(1), transforms)
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(flow.log_prob(x), reference.log_prob(x.clone()))
+    y, log_q = flow.rsample_and_log_prob((5,))
+    torch.testing.assert_close(log_q, reference.log_prob(y.detach().clone()))

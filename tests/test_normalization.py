@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from flowkit.transforms import ActNorm, BatchNorm
+from flowkit.transforms import ActNorm, BatchNorm, Permute
 from helpers import batch_jacobian, log_abs_det
 
 TOL = dict(atol=1e-10, rtol=1e-10)
@@ -253,3 +253,23 @@ def test_actnorm_log_det_matches_autograd_and_round_trips():
 def test_actnorm_initialisation_needs_two_rows():
     with pytest.raises(ValueError, match="y"):
         ActNorm(3).inv(torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("make", [lambda: BatchNorm(3), lambda: ActNorm(3), lambda: Permute([2, 0, 1])])
+def test_one_call_directions_agree_with_pyro_interface(make, training):
+    """forward_and_log_det / inverse_and_log_det (what Flow calls) give what t(x), t.inv(y)
+    and t.log_abs_det_jacobian give, with the same side effects (statistics, initialisation)."""
+    y = 1.0 + 2.0 * data(seed=4)
+    direct, pyro_side = make().double().train(training), make().double().train(training)
+    x, log_det = direct.inverse_and_log_det(y)
+    x_pyro = pyro_side.inv(y)
+    torch.testing.assert_close(x, x_pyro, **TOL)
+    torch.testing.assert_close(log_det, pyro_side.log_abs_det_jacobian(x_pyro, y), **TOL)
+    assert all(torch.equal(a, b) for a, b in zip(direct.state_dict().values(), pyro_side.state_dict().values()))
+    direct.eval()
+    pyro_side.eval()
+    y_direct, log_det = direct.forward_and_log_det(x)
+    y_pyro = pyro_side(x.clone())
+    torch.testing.assert_close(y_direct, y_pyro, **TOL)
+    torch.testing.assert_close(log_det, pyro_side.log_abs_det_jacobian(x, y_pyro), **TOL)

@@ -381,6 +381,12 @@ def test_context_row_count_must_match_x():
         quiet_fit(model, (x, c), (x, c[:9]))
 
 
+def test_model_without_trainable_parameters(small_model):
+    small_model.requires_grad_(False)
+    with pytest.raises(ValueError, match="model: it has no trainable parameters"):
+        quiet_fit(small_model, noise(8))
+
+
 def test_bad_arguments_do_not_touch_the_model(small_model):
     before = {k: v.clone() for k, v in small_model.state_dict().items()}
     with pytest.raises(ValueError):

@@ -158,6 +158,14 @@ def check_transform(make, x, x_other, jacobian_rows):
     torch.testing.assert_close(t.log_abs_det_jacobian(x_data, y_data), expected_data, **TOL)  # cached by inverse
     torch.testing.assert_close(make().log_abs_det_jacobian(x_data.clone(), y_data.clone()), expected_data, **TOL)
 
+    # both directions with their log-determinant in one call, as Flow uses them
+    y_direct, log_det = make().forward_and_log_det(x)
+    torch.testing.assert_close(y_direct, y, **TOL)
+    torch.testing.assert_close(log_det, expected, **TOL)
+    x_direct, log_det = make().inverse_and_log_det(y_data)
+    torch.testing.assert_close(x_direct, x_data, **TOL)
+    torch.testing.assert_close(log_det, expected_data, **TOL)
+
 
 @CONFIG_SETTINGS
 @given(config=made_configs(), kind=st.sampled_from(["maf", "iaf"]), stable=st.booleans())
