@@ -277,4 +277,21 @@ def test_toy_2d_bad_num_samples(num_samples):
 
 
 def test_module_exports():
-    assert set(datasets.__all__) == {"Splits", "load_digits", "load_faces", "load_made_uci", "toy_2d", "TOY_2D"}
+    assert set(datasets.__all__) == {
+        "Splits",
+        "load_digits",
+        "load_faces",
+        "load_made_uci",
+        "toy_2d",
+        "TOY_2D",
+        # the MAF paper's datasets, tested in test_maf_datasets.py
+        "MAF_DATASETS",
+        "load_maf_dataset",
+        "load_power",
+        "load_gas",
+        "load_hepmass",
+        "load_miniboone",
+        "load_bsds300",
+    }
+    for name in datasets.__all__:
+        assert hasattr(datasets, name), name

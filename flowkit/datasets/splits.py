@@ -1,0 +1,21 @@
+"""The [`Splits`][flowkit.datasets.Splits] that every loader here returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class Splits:
+    """Train, validation and test rows (float tensors unless said otherwise)."""
+
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+
+    @property
+    def dim(self) -> int:
+        """The number of columns."""
+        return self.train.shape[-1]
