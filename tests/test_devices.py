@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -180,3 +181,13 @@ def test_models_built_under_a_default_device_live_there(device):
     for name, model in models.items():
         for key, tensor in [*model.named_parameters(), *model.named_buffers()]:
             assert tensor.device.type == device, f"{name}.{key} is on {tensor.device}, expected {device}"
+
+
+def test_datasets_are_made_on_the_cpu_whatever_the_default_device(tmp_path):
+    np.savez(tmp_path / "tiny.npz", train=np.ones((3, 2)), valid=np.zeros((1, 2)), test=np.ones((1, 2)))
+    with torch.device("meta"):
+        splits = [flowkit.datasets.load_digits(), flowkit.datasets.load_made_uci(tmp_path / "tiny.npz")]
+        tensors = [flowkit.datasets.toy_2d(name, 8) for name in flowkit.datasets.TOY_2D]
+        tensors += list(flowkit.datasets.load_faces())
+    tensors += [part for split in splits for part in (split.train, split.valid, split.test)]
+    assert_on(tensors, "cpu", torch.float32)

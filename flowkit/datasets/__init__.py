@@ -1,6 +1,7 @@
 """Datasets that never download: files you point at, data packages ship, or data made
 here. The loaders of train/validation/test data return a
-[`Splits`][flowkit.datasets.Splits] of tensors.
+[`Splits`][flowkit.datasets.Splits] of tensors. Every loader returns CPU tensors, whatever
+torch's default device: [`fit`][flowkit.training.fit] moves each minibatch to the model.
 
 * [`load_maf_dataset`][flowkit.datasets.load_maf_dataset]: the MAF paper's five
   density-estimation datasets (POWER, GAS, HEPMASS, MINIBOONE, BSDS300) from the files of

@@ -9,7 +9,7 @@ from flowkit.datasets.splits import Splits
 
 
 def _split_rows(x: Tensor, fractions: tuple[float, float], seed: int) -> Splits:
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed), device="cpu")
     n_valid, n_test = (int(round(f * len(x))) for f in fractions)
     valid, test, train = order[:n_valid], order[n_valid : n_valid + n_test], order[n_valid + n_test :]
     return Splits(x[train], x[valid], x[test])
@@ -26,7 +26,7 @@ def load_digits(binarize: bool = True, seed: int = 0, fractions: tuple[float, fl
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
-    pixels = torch.as_tensor(sklearn_digits().data, dtype=torch.float32)
+    pixels = torch.as_tensor(sklearn_digits().data, dtype=torch.float32, device="cpu")
     return _split_rows((pixels >= 8).float() if binarize else pixels, fractions, seed)
 
 
@@ -38,6 +38,6 @@ def load_faces(num_train: int = 80, seed: int = 0) -> tuple[Tensor, Tensor]:
         raise ValueError(f"num_train: expected an int in [1, 99], got {num_train!r}")
     from skimage.data import lfw_subset
 
-    faces = torch.as_tensor(lfw_subset()[:100].reshape(100, -1), dtype=torch.float32)
-    order = torch.randperm(100, generator=torch.Generator().manual_seed(seed))
+    faces = torch.as_tensor(lfw_subset()[:100].reshape(100, -1), dtype=torch.float32, device="cpu")
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(seed), device="cpu")
     return faces[order[:num_train]], faces[order[num_train:]]

@@ -29,7 +29,7 @@ def load_made_uci(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -
         missing = {"train", "valid", "test"} - set(arrays.files)
         if missing:
             raise ValueError(f"path: {path!r} lacks the arrays {sorted(missing)}")
-        parts = [torch.as_tensor(np.asarray(arrays[name]), dtype=dtype) for name in ("train", "valid", "test")]
+        parts = [torch.as_tensor(np.asarray(arrays[name]), dtype=dtype, device="cpu") for name in ("train", "valid", "test")]
     for name, part in zip(("train", "valid", "test"), parts):
         if part.dim() != 2 or not ((part == 0) | (part == 1)).all():
             raise ValueError(f"path: array {name!r} of {path!r} must be a 2-D array of 0/1 values")

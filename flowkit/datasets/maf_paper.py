@@ -116,7 +116,7 @@ def _standardise(parts: tuple[np.ndarray, ...], reference: np.ndarray, ddof: int
 
 
 def _to_splits(parts: tuple[np.ndarray, np.ndarray, np.ndarray], dtype: torch.dtype) -> Splits:
-    return Splits(*(torch.as_tensor(part, dtype=dtype) for part in parts))
+    return Splits(*(torch.as_tensor(part, dtype=dtype, device="cpu") for part in parts))
 
 
 # ---------------------------------------------------------------------------- loaders

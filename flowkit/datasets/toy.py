@@ -22,8 +22,11 @@ def toy_2d(name: str, num_samples: int, seed: int = 0) -> Tensor:
         raise ValueError(f"name: expected one of {TOY_2D}, got {name!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
-    g = torch.Generator().manual_seed(seed)
-    n = num_samples
+    with torch.device("cpu"):  # data is made on the CPU, whatever torch's default device
+        return _toy_2d(name, num_samples, torch.Generator().manual_seed(seed))
+
+
+def _toy_2d(name: str, n: int, g: torch.Generator) -> Tensor:
     if name == "moons":
         t = math.pi * torch.rand(n, generator=g)
         upper = torch.rand(n, generator=g) < 0.5
