@@ -292,6 +292,30 @@ def test_module_exports():
         "load_hepmass",
         "load_miniboone",
         "load_bsds300",
+        "gaussian_mixture",
     }
     for name in datasets.__all__:
         assert hasattr(datasets, name), name
+
+
+def test_gaussian_mixture_is_a_fixed_normalised_multimodal_density():
+    target = datasets.gaussian_mixture(2, num_components=4, seed=3)
+    assert torch.equal(target.component_distribution.loc, datasets.gaussian_mixture(2, 4, seed=3).component_distribution.loc)
+    assert not torch.equal(target.component_distribution.loc, datasets.gaussian_mixture(2, 4, seed=4).component_distribution.loc)
+    # the density integrates to 1 (trapezoid rule on a grid wide enough for every component)
+    grid = torch.linspace(-15.0, 15.0, 601, dtype=torch.float64)
+    points = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2).float()
+    density = target.log_prob(points).exp().double().reshape(601, 601)
+    assert torch.trapezoid(torch.trapezoid(density, grid, dim=1), grid).item() == pytest.approx(1.0, abs=1e-3)
+    torch.manual_seed(0)
+    x = target.sample((20000,))
+    # samples follow the density: their mean NLL is its entropy, estimated the same way twice
+    assert (-target.log_prob(x).mean()).item() == pytest.approx((-target.log_prob(target.sample((20000,))).mean()).item(), abs=0.05)
+    assert x.std(0).min() > 1.0  # spread over several modes, not one unit Gaussian
+
+
+@pytest.mark.parametrize(("name", "value"), [("dim", 0), ("num_components", 1.5), ("dim", True)])
+def test_gaussian_mixture_bad_sizes(name, value):
+    kwargs = {"dim": 2, "num_components": 3, name: value}
+    with pytest.raises(ValueError, match=name):
+        datasets.gaussian_mixture(**kwargs)

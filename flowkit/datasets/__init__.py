@@ -11,6 +11,8 @@ torch's default device: [`fit`][flowkit.training.fit] moves each minibatch to th
 * [`load_digits`][flowkit.datasets.load_digits]: scikit-learn's bundled 8x8 digits.
 * [`load_faces`][flowkit.datasets.load_faces]: scikit-image's bundled ``lfw_subset`` (100 faces of 25x25).
 * [`toy_2d`][flowkit.datasets.toy_2d]: moons, rings, checkerboard and a mixture of Gaussians, for plots.
+* [`gaussian_mixture`][flowkit.datasets.gaussian_mixture]: a random mixture of correlated
+  Gaussians in any dimension, with an exact log-density: as many rows as wanted.
 """
 
 from flowkit.datasets.bundled import load_digits, load_faces
@@ -25,12 +27,14 @@ from flowkit.datasets.maf_paper import (
     load_power,
 )
 from flowkit.datasets.splits import Splits
+from flowkit.datasets.synthetic import gaussian_mixture
 from flowkit.datasets.toy import TOY_2D, toy_2d
 
 __all__ = [
     "MAF_DATASETS",
     "Splits",
     "TOY_2D",
+    "gaussian_mixture",
     "load_bsds300",
     "load_digits",
     "load_faces",
