@@ -149,11 +149,11 @@ def test_plot_masks_other_shapes(tmp_path):
 # blocks of a page run in order, in one namespace and an empty working directory: a page
 # is read top to bottom, so a later block may use what an earlier one defined (a tutorial
 # fits a model in one block and samples it in the next). Shell commands and printed output
-# go in ```bash and ```text blocks, which are not run; no other fence is allowed, so no
-# block of Python can hide from this test under another name.
+# go in ```bash and ```text blocks, which are not run, as are a few data formats; any other
+# fence fails, so that no block of Python can hide from this test as ```py or ```pycon.
 DOC_PAGES = sorted((REPO / "docs").rglob("*.md")) + [REPO / "README.md"]
 CODE_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-FENCE_LANGUAGES = {"python", "bash", "text"}
+FENCE_LANGUAGES = {"python", "bash", "console", "text", "json", "toml", "yaml"}
 
 
 def code_blocks(path: Path) -> list[str]:
@@ -195,8 +195,8 @@ def test_docs_have_code_blocks():
 
 @pytest.mark.parametrize("path", DOC_PAGES, ids=page_id)
 def test_doc_fences_are_known(path):
-    """Every block is python (run below), bash or text; and every python block is one that
-    the runner finds (not indented, so that ``code_blocks`` sees it)."""
+    """Every block is python (run below) or a known language that is not code to run; and
+    every python block is one that the runner finds (not indented)."""
     fences = fence_languages(path)
     unknown = [(line, language) for line, language in fences if language not in FENCE_LANGUAGES]
     assert not unknown, f"{page_id(path)}: fences other than {sorted(FENCE_LANGUAGES)} at (line, language) {unknown}"
@@ -213,6 +213,7 @@ def test_fence_scanner_sees_what_it_should(tmp_path):
 
 @pytest.mark.parametrize("path", DOC_PAGES_WITH_CODE, ids=page_id)
 def test_doc_page_runs(path, tmp_path, monkeypatch):
+    """The page's python blocks run, in order and in one namespace, without an error."""
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__doc_page__"}
     try:
