@@ -3,8 +3,8 @@
 The examples are run as a user runs them, as scripts in a fresh interpreter, with
 ``--quick`` (tiny models, a few seconds each) and tiny fake data files where they need
 some; the tests check that they exit cleanly, print finite numbers and write their
-figure. The code blocks of ``docs/*.md`` (and of the README) are executed one by one,
-each in a fresh namespace and an empty working directory, so the documentation cannot
+figure. The code blocks of every documentation page (``docs/**/*.md`` and the README)
+are executed, page by page, in an empty working directory, so the documentation cannot
 silently rot.
 """
 
@@ -15,9 +15,14 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
-import pytest
-from helpers import REPO, assert_png, run_script
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyro  # noqa: E402
+import pytest  # noqa: E402
+from helpers import REPO, assert_png, run_script  # noqa: E402
 
 
 def printed_number(stdout: str, label: str) -> float:
@@ -140,8 +145,15 @@ def test_plot_masks_other_shapes(tmp_path):
 
 
 # ------------------------------------------------------------------ documentation
+# Every Markdown page of the site (docs/ and its subfolders) and the README. The ```python
+# blocks of a page run in order, in one namespace and an empty working directory: a page
+# is read top to bottom, so a later block may use what an earlier one defined (a tutorial
+# fits a model in one block and samples it in the next). Shell commands and printed output
+# go in ```bash and ```text blocks, which are not run, as are a few data formats; any other
+# fence fails, so that no block of Python can hide from this test as ```py or ```pycon.
+DOC_PAGES = sorted((REPO / "docs").rglob("*.md")) + [REPO / "README.md"]
 CODE_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-DOC_FILES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+FENCE_LANGUAGES = {"python", "bash", "console", "text", "json", "toml", "yaml"}
 
 
 def code_blocks(path: Path) -> list[str]:
@@ -151,18 +163,62 @@ def code_blocks(path: Path) -> list[str]:
     return ["\n" * text.count("\n", 0, match.start(1)) + match.group(1) for match in CODE_BLOCK.finditer(text)]
 
 
-DOC_BLOCKS = [
-    pytest.param(path, code, id=f"{path.relative_to(REPO)}-{index}")
-    for path in DOC_FILES
-    for index, code in enumerate(code_blocks(path))
-]
+def fence_languages(path: Path) -> list[tuple[int, str]]:
+    """``(line number, language)`` of every fenced block that a page opens, indented or not;
+    an opening fence with no language gives ``""``."""
+    fences, inside = [], False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped.startswith("```"):
+            continue
+        if inside:
+            inside = stripped != "```"  # only a bare fence closes a block
+        else:
+            fences.append((number, stripped[3:].strip()))
+            inside = True
+    return fences
+
+
+def page_id(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+DOC_PAGES_WITH_CODE = [path for path in DOC_PAGES if code_blocks(path)]
 
 
 def test_docs_have_code_blocks():
-    assert any("docs" in param.id for param in DOC_BLOCKS), "no ```python blocks found in docs/*.md"
+    pages = {page_id(path) for path in DOC_PAGES_WITH_CODE}
+    assert any(page.startswith("docs/tutorials/") for page in pages), pages
+    assert any(page.startswith("docs/howto/") for page in pages), pages
+    assert "docs/index.md" in pages, pages
 
 
-@pytest.mark.parametrize(("path", "code"), DOC_BLOCKS)
-def test_doc_code_block_runs(path, code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", DOC_PAGES, ids=page_id)
+def test_doc_fences_are_known(path):
+    """Every block is python (run below) or a known language that is not code to run; and
+    every python block is one that the runner finds (not indented)."""
+    fences = fence_languages(path)
+    unknown = [(line, language) for line, language in fences if language not in FENCE_LANGUAGES]
+    assert not unknown, f"{page_id(path)}: fences other than {sorted(FENCE_LANGUAGES)} at (line, language) {unknown}"
+    python_fences = sum(language == "python" for _, language in fences)
+    assert python_fences == len(code_blocks(path)), f"{page_id(path)}: an indented ```python block would not run"
+
+
+def test_fence_scanner_sees_what_it_should(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```python\nx = 1\n```\n\n- item\n\n    ```py\n    y = 2\n    ```\n```\nbare\n```\n")
+    assert fence_languages(page) == [(1, "python"), (7, "py"), (10, "")]
+    assert code_blocks(page) == ["\nx = 1\n"]
+
+
+@pytest.mark.parametrize("path", DOC_PAGES_WITH_CODE, ids=page_id)
+def test_doc_page_runs(path, tmp_path, monkeypatch):
+    """The page's python blocks run, in order and in one namespace, without an error."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, str(path), "exec"), {"__name__": "__doc_block__"})  # noqa: S102 (running the docs is the point)
+    namespace = {"__name__": "__doc_page__"}
+    try:
+        for code in code_blocks(path):
+            exec(compile(code, str(path), "exec"), namespace)  # noqa: S102 (running the docs is the point)
+    finally:
+        pyro.clear_param_store()  # pages train guides; leave no parameters to later tests
+        plt.close("all")
