@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowkit.seeding import make_generator
+from flowkit._seeding import make_generator
 from flowkit.transforms import ActNorm
 
 __all__ = ["History", "fit", "mean_nll"]
@@ -189,7 +189,14 @@ def fit(
 
 def mean_nll(model: nn.Module, x: Tensor, context: Tensor | None = None, batch_size: int = 1024) -> float:
     """The mean negative log-likelihood of rows ``x`` under ``model`` (no gradients, eval
-    mode); rows are moved to the model's device batch by batch."""
+    mode); rows are moved to the model's device batch by batch.
+
+    Args:
+        model: Any ``nn.Module`` with ``log_prob``.
+        x: The rows, shape ``(N, D)``.
+        context: The context of each row, for conditional models.
+        batch_size: Rows scored at a time.
+    """
     device = _device_of(model)
     total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device)
     return total / len(x)

@@ -34,13 +34,6 @@ import flowkit
 API_PAGES = sorted((REPO / "docs" / "api").glob("*.md"))
 DIRECTIVE = re.compile(r"^:::[ \t]+([\w.]+)[ \t]*$", re.MULTILINE)
 
-# Public names known to be undocumented, with the reason; each is reported to whoever
-# owns the module. The test fails when one gets documented (or disappears), so that this
-# list cannot go stale: then delete the entry.
-KNOWN_GAPS = {
-    "flowkit.datasets.TOY_2D": "a constant without a docstring, so `::: flowkit.datasets` does not render it",
-}
-
 
 def directives() -> dict[str, Path]:
     """Each ``::: dotted.path`` of the API pages, with the page it is on."""
@@ -51,6 +44,7 @@ def directives() -> dict[str, Path]:
     return found
 
 
+@cache
 def public_modules() -> list[ModuleType]:
     """flowkit and every module under it with no ``_``-prefixed part in its name."""
     names = [info.name for info in pkgutil.walk_packages(flowkit.__path__, prefix="flowkit.")]
@@ -95,11 +89,14 @@ def source_docstrings(module_name: str) -> dict[str, bool]:
 
 
 def home(module: ModuleType, name: str) -> tuple[str, str]:
-    """``(module, name)`` where ``module.name`` is defined: classes and functions know it,
-    anything else counts as defined where it is listed."""
+    """``(module, name)`` where ``module.name`` is defined: classes and functions know it;
+    a constant is defined in the public module whose source assigns it (else where listed)."""
     obj = getattr(module, name)
     if inspect.isclass(obj) or inspect.isfunction(obj):
         return obj.__module__, obj.__qualname__
+    for other in public_modules():
+        if getattr(other, name, None) is obj and name in source_docstrings(other.__name__):
+            return other.__name__, name
     return module.__name__, name
 
 
@@ -155,16 +152,11 @@ def test_directive_names_an_object(path, page):
 
 
 def test_every_public_name_is_on_an_api_page():
-    missing = sorted(set(undocumented_names()) - set(KNOWN_GAPS))
+    missing = sorted(undocumented_names())
     assert not missing, (
         "public names without documentation: add a `::: module` or `::: module.name` directive to a page "
         f"in docs/api/ (and a docstring): {missing}"
     )
-
-
-def test_known_gaps_are_still_gaps():
-    fixed = sorted(set(KNOWN_GAPS) - set(undocumented_names()))
-    assert not fixed, f"documented now (or no longer public): delete them from KNOWN_GAPS: {fixed}"
 
 
 def test_checker_sees_a_missing_name():

@@ -531,3 +531,11 @@ def test_flow_of_pyro_transforms_scores_and_samples_like_pyro(float64_default):
     torch.testing.assert_close(flow.log_prob(x), reference.log_prob(x.clone()))
     y, log_q = flow.rsample_and_log_prob((5,))
     torch.testing.assert_close(log_q, reference.log_prob(y.detach().clone()))
+
+
+@pytest.mark.parametrize("kind", ["maf", "iaf"])
+def test_builders_pass_step_options_to_every_step(kind):
+    flow = BUILDERS[kind](2, num_transforms=3, hidden_dims=[8], scale_floor=0.2, sigmoid_bias=1.0, seed=0)
+    steps = [t for t in flow.transforms if isinstance(t, (AffineMAF, AffineIAF))]
+    assert len(steps) == 3
+    assert all(step.scale_floor == 0.2 and step.sigmoid_bias == 1.0 for step in steps)

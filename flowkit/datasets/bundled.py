@@ -7,6 +7,8 @@ from torch import Tensor
 
 from flowkit.datasets.splits import Splits
 
+__all__ = ["load_digits", "load_faces"]
+
 
 def _split_rows(x: Tensor, fractions: tuple[float, float], seed: int) -> Splits:
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed), device="cpu")
@@ -33,7 +35,15 @@ def load_digits(binarize: bool = True, seed: int = 0, fractions: tuple[float, fl
 def load_faces(num_train: int = 80, seed: int = 0) -> tuple[Tensor, Tensor]:
     """The 100 faces (25x25, grey levels in [0, 1]) of scikit-image's bundled
     ``lfw_subset``, flattened to 625 columns and split at random into ``num_train``
-    training faces and the rest for testing."""
+    training faces and the rest for testing.
+
+    Args:
+        num_train: Faces for training (1 to 99); the rest are for testing.
+        seed: Fixes the split.
+
+    Returns:
+        ``(train, test)`` tensors of shape ``(num_train, 625)`` and ``(100 - num_train, 625)``.
+    """
     if isinstance(num_train, bool) or not isinstance(num_train, int) or not 0 < num_train < 100:
         raise ValueError(f"num_train: expected an int in [1, 99], got {num_train!r}")
     from skimage.data import lfw_subset

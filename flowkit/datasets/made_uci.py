@@ -9,6 +9,8 @@ import torch
 
 from flowkit.datasets.splits import Splits
 
+__all__ = ["load_made_uci"]
+
 
 def load_made_uci(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Splits:
     """Loads one of the MADE paper's binary datasets from an ``.npz`` file holding the

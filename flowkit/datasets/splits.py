@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+__all__ = ["Splits"]
+
 
 @dataclass
 class Splits:

@@ -7,12 +7,20 @@ import math
 import torch
 from torch import Tensor
 
+__all__ = ["TOY_2D", "toy_2d"]
+
 TOY_2D = ("moons", "rings", "checkerboard", "gaussians")
+"""The names [`toy_2d`][flowkit.datasets.toy_2d] accepts."""
 
 
 def toy_2d(name: str, num_samples: int, seed: int = 0) -> Tensor:
     """Samples from a 2-D toy density: ``"moons"``, ``"rings"``, ``"checkerboard"`` or
     ``"gaussians"`` (eight Gaussians on a circle). Roughly centred, scale ~1-4.
+
+    Args:
+        name: One of [`TOY_2D`][flowkit.datasets.toy.TOY_2D].
+        num_samples: The number of points.
+        seed: Fixes the points.
 
     Examples:
         >>> toy_2d("moons", 5).shape

@@ -28,7 +28,7 @@ from flowkit.transforms.cache import CachedTransformModule
 from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
 from flowkit.nn import MADE
 from flowkit.nn.masks import make_order
-from flowkit.seeding import make_generator
+from flowkit._seeding import make_generator
 
 __all__ = ["Flow", "iaf", "maf"]
 
@@ -190,12 +190,13 @@ def _build(
     permutation: str | None,
     batch_norm: bool,
     act_norm: bool,
-    stable: bool,
+    step_options: dict,
     base: str,
     num_components: int,
     seed: int | None,
-    **made_kwargs,
+    made_kwargs: dict,
 ) -> Flow:
+    """The layers of a MAF or IAF; ``step_options`` go to every affine step."""
     if isinstance(num_transforms, bool) or not isinstance(num_transforms, int) or num_transforms < 1:
         raise ValueError(f"num_transforms: expected a positive int, got {num_transforms!r}")
     if permutation not in ("reversed", "random", None):
@@ -209,7 +210,7 @@ def _build(
     for index in range(num_transforms):
         made = MADE(input_dim, hidden_dims, [1, 1], context_dim=context_dim, seed=generator, **made_kwargs)
         init_near_identity(made)
-        layers.append(conditional(made, stable=stable) if context_dim else plain(made, stable=stable))
+        layers.append((conditional if context_dim else plain)(made, **step_options))
         if index == num_transforms - 1:
             break
         if batch_norm:
@@ -233,6 +234,8 @@ def maf(
     batch_norm: bool = False,
     act_norm: bool = False,
     stable: bool = False,
+    scale_floor: float = 1e-3,
+    sigmoid_bias: float = 2.0,
     base: str = "normal",
     num_components: int = 5,
     seed: int | None = None,
@@ -253,6 +256,8 @@ def maf(
         batch_norm: Put [`BatchNorm`][flowkit.transforms.BatchNorm] between steps.
         act_norm: Put [`ActNorm`][flowkit.transforms.ActNorm] between steps.
         stable: Use the gated affine update.
+        scale_floor: The smallest scale of each step (not used when ``stable``).
+        sigmoid_bias: The gate's bias when ``stable``.
         base: ``"normal"`` (standard normal) or ``"mog"``: a
             [`MixtureMADE`][flowkit.distributions.MixtureMADE] base, which makes MAF MoG.
         num_components: Mixture components per conditional of the ``"mog"`` base.
@@ -265,9 +270,10 @@ def maf(
         >>> flow.log_prob(torch.zeros(3)).shape
         torch.Size([])
     """
+    step_options = dict(stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
     return _build(
-        "maf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, stable,
-        base, num_components, seed, **made_kwargs,
+        "maf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, step_options,
+        base, num_components, seed, made_kwargs,
     )
 
 
@@ -280,6 +286,8 @@ def iaf(
     batch_norm: bool = False,
     act_norm: bool = False,
     stable: bool = False,
+    scale_floor: float = 1e-3,
+    sigmoid_bias: float = 2.0,
     seed: int | None = None,
     **made_kwargs,
 ) -> Flow:
@@ -289,13 +297,29 @@ def iaf(
     ([`Flow.rsample_and_log_prob`][flowkit.distributions.flows.Flow.rsample_and_log_prob]): the choice for
     variational posteriors.
 
+    Args:
+        input_dim: The event size ``D``.
+        num_transforms: The number of IAF steps.
+        hidden_dims: MADE hidden widths; default
+            [`default_hidden_dims`][flowkit.transforms.default_hidden_dims].
+        context_dim: Context size for amortized posteriors; 0 for none.
+        permutation: ``"reversed"``, ``"random"`` or ``None``.
+        batch_norm: Put [`BatchNorm`][flowkit.transforms.BatchNorm] between steps.
+        act_norm: Put [`ActNorm`][flowkit.transforms.ActNorm] between steps.
+        stable: Use the gated update of Kingma et al. (2016).
+        scale_floor: The smallest scale of each step (not used when ``stable``).
+        sigmoid_bias: The gate's bias when ``stable``.
+        seed: Fixes masks and permutations (weights follow torch's global seed).
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE].
+
     Examples:
         >>> flow = iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
         >>> x, log_q = flow.rsample_and_log_prob((5,))
         >>> x.shape, log_q.shape
         (torch.Size([5, 3]), torch.Size([5]))
     """
+    step_options = dict(stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
     return _build(
-        "iaf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, stable,
-        "normal", 1, seed, **made_kwargs,
+        "iaf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, step_options,
+        "normal", 1, seed, made_kwargs,
     )

@@ -242,9 +242,11 @@ class MADEDistribution(dist.TorchDistribution):
         return self.model.support
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """The model's exact log-density (or log-mass), given this distribution's context."""
         return self.model.log_prob(value, self.context)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """Ancestral samples from the model; not reparameterised."""
         return self.model.sample(sample_shape, self.context)
 
     def expand(self, batch_shape, _instance=None):
@@ -260,6 +262,13 @@ class MADEDistribution(dist.TorchDistribution):
 class BernoulliMADE(AutoregressiveMADE):
     r"""Binary data: \(p(x_d = 1 \mid x_{<d}) = \sigma(a_d)\), one logit per input
     (the MADE paper's model).
+
+    Args:
+        input_dim: The number of dimensions ``D``.
+        hidden_dims: MADE hidden widths.
+        context_dim: Size of a conditioning input; 0 for none.
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
+            ``degrees``, ``activation``, ``seed``, ...).
 
     Examples:
         >>> model = BernoulliMADE(4, [16], seed=0)
@@ -293,6 +302,13 @@ class GaussianMADE(AutoregressiveMADE):
     r"""Real data: \(p(x_d \mid x_{<d}) = \mathcal{N}(\mu_d, \sigma_d^2)\) with
     \(\sigma_d = \mathrm{softplus}(u_d) + 10^{-3}\).
 
+    Args:
+        input_dim: The number of dimensions ``D``.
+        hidden_dims: MADE hidden widths.
+        context_dim: Size of a conditioning input; 0 for none.
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
+            ``degrees``, ``activation``, ``seed``, ...).
+
     Examples:
         >>> model = GaussianMADE(3, [16], seed=0)
         >>> model.log_prob(torch.zeros(2, 3)).shape
@@ -317,6 +333,14 @@ class MixtureMADE(AutoregressiveMADE):
     """Real data, a mixture of ``K`` Gaussians per conditional (MADE MoG of
     Papamakarios et al. 2017): the MADE emits, per input, ``K`` logits, means and
     unconstrained scales.
+
+    Args:
+        input_dim: The number of dimensions ``D``.
+        hidden_dims: MADE hidden widths.
+        num_components: The number of Gaussians ``K`` per conditional.
+        context_dim: Size of a conditioning input; 0 for none.
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
+            ``degrees``, ``activation``, ``seed``, ...).
 
     Examples:
         >>> model = MixtureMADE(2, [16], num_components=3, seed=0)
@@ -362,6 +386,14 @@ class CategoricalMADE(AutoregressiveMADE):
     """Discrete data with ``K`` classes per input (e.g. pixel intensities): the MADE
     emits ``K`` logits per input and reads each class ``k`` as the number
     ``2 k / (K - 1) - 1`` in ``[-1, 1]``.
+
+    Args:
+        input_dim: The number of dimensions ``D``.
+        hidden_dims: MADE hidden widths.
+        num_classes: The number of classes ``K`` (at least 2).
+        context_dim: Size of a conditioning input; 0 for none.
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
+            ``degrees``, ``activation``, ``seed``, ...).
 
     Examples:
         >>> model = CategoricalMADE(4, [16], num_classes=3, seed=0)

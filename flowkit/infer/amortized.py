@@ -34,6 +34,7 @@ class AmortizedIAF(nn.Module):
         hidden_dims: MADE widths.
         stable: Use the gated update (Kingma et al. 2016 use it).
         seed: Fixes masks and permutations.
+        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE].
 
     Examples:
         >>> import torch

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit.nn import masks as M
-from flowkit.seeding import make_generator
+from flowkit._seeding import make_generator
 
 __all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
 

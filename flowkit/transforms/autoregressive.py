@@ -43,6 +43,7 @@ __all__ = [
     "affine_maf",
     "conditional_affine_iaf",
     "conditional_affine_maf",
+    "default_hidden_dims",
     "init_near_identity",
 ]
 
@@ -156,7 +157,8 @@ class AffineMAF(_AffineAutoregressive):
     Examples:
         >>> maf = affine_maf(3, hidden_dims=[16], seed=0)
         >>> y = torch.randn(5, 3)
-        >>> torch.allclose(maf(maf.inv(y)), y, atol=1e-5)
+        >>> x = maf.inv(y).clone()  # a new tensor, so the cached pair cannot answer
+        >>> torch.allclose(maf(x), y, atol=1e-5)
         True
     """
 
@@ -198,21 +200,38 @@ class _ConditionalAffineAutoregressive(ConditionalTransformModule):
 class ConditionalAffineIAF(_ConditionalAffineAutoregressive):
     """[`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] whose MADE also reads a context:
     ``.condition(context)`` gives the transform (the amortized posteriors of Kingma et al.
-    2016)."""
+    2016).
+
+    Args:
+        made: A [`MADE`][flowkit.nn.MADE] with ``param_dims=[1, 1]`` and ``context_dim > 0``.
+        **kwargs (Any): ``stable``, ``scale_floor`` and ``sigmoid_bias``, as in
+            [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF].
+    """
 
     transform_class = AffineIAF
 
 
 class ConditionalAffineMAF(_ConditionalAffineAutoregressive):
     """[`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF] whose MADE also reads a context:
-    ``.condition(context)`` gives the transform (conditional density estimation)."""
+    ``.condition(context)`` gives the transform (conditional density estimation).
+
+    Args:
+        made: A [`MADE`][flowkit.nn.MADE] with ``param_dims=[1, 1]`` and ``context_dim > 0``.
+        **kwargs (Any): ``stable``, ``scale_floor`` and ``sigmoid_bias``, as in
+            [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF].
+    """
 
     transform_class = AffineMAF
 
 
 def init_near_identity(made: MADE, scale: float = 1e-2) -> MADE:
     """Shrinks the last layer of ``made`` (and zeros its bias) so that an affine transform
-    built on it starts close to the identity. Returns ``made``."""
+    built on it starts close to the identity. Returns ``made``.
+
+    Args:
+        made: The MADE to change in place.
+        scale: The factor for the weights of the output (and direct) layers.
+    """
     with torch.no_grad():
         made.output_layer.weight.mul_(scale)
         made.output_layer.bias.zero_()

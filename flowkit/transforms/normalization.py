@@ -39,11 +39,14 @@ class _ElementwiseAffine(CachedTransformModule):
         raise NotImplementedError
 
     def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``y = shift + exp(log_scale) * x`` and its log-determinant."""
         self._check(x, "x")
         shift, log_scale = self._shift_log_scale(None)
         return shift + log_scale.exp() * x, log_scale.sum(-1).expand(x.shape[:-1])
 
     def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``x = (y - shift) / exp(log_scale)`` (the normalising direction) and the
+        log-determinant of the forward map."""
         self._check(y, "y")
         shift, log_scale = self._shift_log_scale(y)
         return (y - shift) * (-log_scale).exp(), log_scale.sum(-1).expand(y.shape[:-1])
@@ -66,10 +69,16 @@ class BatchNorm(_ElementwiseAffine):
     running averages are used. Sampling (the forward direction) always uses the running
     averages, so the forward and inverse are exact inverses in eval mode.
 
+    Args:
+        input_dim: The number of dimensions.
+        momentum: The weight of each new batch in the running averages.
+        eps: Added to the variance before its square root.
+
     Examples:
         >>> bn = BatchNorm(2).eval()
         >>> y = torch.randn(4, 2)
-        >>> torch.allclose(bn(bn.inv(y)), y)
+        >>> x = bn.inv(y).clone()  # a new tensor, so the cached pair cannot answer
+        >>> torch.allclose(bn(x), y)
         True
     """
 
@@ -97,6 +106,8 @@ class BatchNorm(_ElementwiseAffine):
         return mean - self.beta * log_scale.exp(), log_scale
 
     def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalises ``y`` with its batch statistics in training mode (and updates the
+        running averages), with the running averages in eval mode."""
         x, log_det = super().inverse_and_log_det(y)
         if self.training:
             with torch.no_grad():
@@ -113,6 +124,9 @@ class ActNorm(_ElementwiseAffine):
     The first time it normalises data in training mode (the inverse direction, as in
     ``log_prob``), it sets \(b, s\) to the batch mean and log standard deviation, so
     that batch comes out with zero mean and unit variance. Before that it is the identity.
+
+    Args:
+        input_dim: The number of dimensions.
 
     Examples:
         >>> act = ActNorm(2)
@@ -140,6 +154,7 @@ class ActNorm(_ElementwiseAffine):
         return self.shift, self.log_scale
 
     def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalises ``y``; the first call in training mode initialises from ``y``."""
         self._check(y, "y")
         if self.training and not self._initialized:
             flat = y.detach().reshape(-1, self.input_dim)

@@ -9,7 +9,7 @@ from pyro.distributions import constraints
 from torch import Tensor
 
 from flowkit.nn.masks import make_order
-from flowkit.seeding import make_generator
+from flowkit._seeding import make_generator
 from flowkit.transforms.cache import CachedTransformModule
 
 __all__ = ["Permute", "permute"]
@@ -47,20 +47,26 @@ class Permute(CachedTransformModule):
             raise ValueError(f"{name}: expected shape (..., {len(self.permutation)}), got {tuple(x.shape)}")
 
     def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x[..., permutation]`` and a zero log-determinant (volume is preserved)."""
         self._check(x, "x")
         return x[..., self.permutation], x.new_zeros(x.shape[:-1])
 
     def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``y[..., inverse_permutation]`` and a zero log-determinant."""
         self._check(y, "y")
         return y[..., self.inverse_permutation], y.new_zeros(y.shape[:-1])
 
     def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return x.new_zeros(x.shape[:-1])
+        return x.new_zeros(x.shape[:-1])  # a permutation preserves volume
 
 
 def permute(input_dim: int, kind: str | Sequence[int] | Tensor = "reversed", seed: int | torch.Generator | None = None) -> Permute:
-    """Builds a [`Permute`][flowkit.transforms.permute.Permute]: ``kind`` is
-    ``"reversed"``, ``"random"`` (from ``seed``, an int or a generator) or a permutation.
+    """Builds a [`Permute`][flowkit.transforms.permute.Permute].
+
+    Args:
+        input_dim: The number of dimensions ``D``.
+        kind: ``"reversed"``, ``"random"`` or a permutation of ``range(D)``.
+        seed: An int or a ``torch.Generator`` for ``"random"``.
 
     Examples:
         >>> permute(3).permutation
