@@ -39,16 +39,19 @@ def log_abs_det(jacobian):
     return torch.linalg.slogdet(jacobian)[1]
 
 
-def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: str, timeout: float = 300, launcher: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """Runs ``<script>`` (a path from the repository root, e.g. ``examples/plot_masks.py``)
-    with this interpreter, the repository importable, and asserts that it exits with 0."""
+    with this interpreter, the repository importable, and asserts that it exits with 0.
+    ``launcher`` goes between the interpreter and the script (e.g. ``-m torch.distributed.run ...``)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     # One torch thread, as in conftest.py: on a busy 2-core machine a second one makes
     # these small models several times slower.
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
-        [sys.executable, str(REPO / script), *args],
+        [sys.executable, *launcher, str(REPO / script), *args],
         check=False,  # the assert below shows the output
         cwd=REPO,
         env=env,

@@ -126,6 +126,18 @@ def test_sequential_benchmark_quick():
         assert len(finite_numbers(rows[dim])) == 7, rows[dim]  # the "64x2" hidden label is not a number
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_train_distributed_quick(processes):
+    """Under torchrun with two gloo processes, and as a plain script."""
+    launcher = ("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}") if processes > 1 else ()
+    stdout = run_script("examples/train_distributed.py", "--quick", launcher=launcher).stdout
+    rows = table_rows(stdout)
+    assert list(rows) == [str(processes)], stdout
+    epochs, steps, rows_per_second, test_nll, best = finite_numbers([cell.replace(",", "") for cell in rows[str(processes)]])
+    assert epochs == 2 and steps == 2 * math.ceil(2000 // processes / 64)  # each process: its share of the rows
+    assert rows_per_second > 0 and best < test_nll < best + 30  # learning, above the best possible
+
+
 def test_plot_masks(tmp_path):
     out = tmp_path / "figures" / "made_masks.png"  # the folder does not exist yet
     stdout = run_script("examples/plot_masks.py", "--out", str(out)).stdout
