@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,16 @@ from flowkit._seeding import make_generator
 
 __all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
+# The activations named by string. Those whose gradient is computed from their output run
+# in place: they overwrite a pre-activation that nothing else reads, which saves a
+# (batch, width) allocation per layer.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": partial(nn.ReLU, inplace=True),
+    "elu": partial(nn.ELU, inplace=True),
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
-    "leaky_relu": nn.LeakyReLU,
+    "leaky_relu": partial(nn.LeakyReLU, inplace=True),
     "softplus": nn.Softplus,
     "sigmoid": nn.Sigmoid,
 }
@@ -507,30 +511,27 @@ class MADE(nn.Module):
             x_k = step(params, plan.order[k])
             x_ranked = torch.cat([x_ranked, x_k.unsqueeze(-1)], dim=-1)
             params_ranked.append(params)
-        return x_ranked[..., plan.ranks], torch.stack(params_ranked, dim=-1)[..., plan.ranks]
+        ranks = M.degrees_from_order(order) - 1
+        return x_ranked.index_select(-1, ranks), torch.stack(params_ranked, dim=-1).index_select(-1, ranks)
 
 
 @dataclass(frozen=True)
 class _SequentialPlan:
     """One mask set's structure as Python ints, for the sequential pass.
 
-    ``order[k]`` is the input of rank ``k``, ``ranks[i]`` the rank of input ``i``, and
-    ``ready[l][k]`` how many units of hidden layer ``l`` have degree ``< k`` (units are
-    sorted by degree, so ``ready[l][k]:ready[l][k + 1]`` are the units of degree ``k``).
+    ``order[k]`` is the input of rank ``k``, and ``ready[l][k]`` how many units of hidden
+    layer ``l`` have degree ``< k`` (units are sorted by degree, so
+    ``ready[l][k]:ready[l][k + 1]`` are the units of degree ``k``).
     """
 
     order: list[int]
-    ranks: list[int]
     ready: list[list[int]]
 
     @staticmethod
     def of(input_degrees: Tensor, hidden: list[Tensor]) -> _SequentialPlan:
-        input_degrees = input_degrees.cpu()
         steps = torch.arange(len(input_degrees), device="cpu")
         ready = [[0, *torch.searchsorted(degrees.cpu(), steps, right=True).tolist()] for degrees in hidden]
-        return _SequentialPlan(M.order_from_degrees(input_degrees).tolist(), (input_degrees - 1).tolist(), ready)
-
-
+        return _SequentialPlan(M.order_from_degrees(input_degrees.cpu()).tolist(), ready)
 
 
 def _activation(activation) -> nn.Module | Callable[[Tensor], Tensor]:

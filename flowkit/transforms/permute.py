@@ -49,12 +49,12 @@ class Permute(CachedTransformModule):
     def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x[..., permutation]`` and a zero log-determinant (volume is preserved)."""
         self._check(x, "x")
-        return x[..., self.permutation], x.new_zeros(x.shape[:-1])
+        return x.index_select(-1, self.permutation), x.new_zeros(x.shape[:-1])
 
     def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``y[..., inverse_permutation]`` and a zero log-determinant."""
         self._check(y, "y")
-        return y[..., self.inverse_permutation], y.new_zeros(y.shape[:-1])
+        return y.index_select(-1, self.inverse_permutation), y.new_zeros(y.shape[:-1])
 
     def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return x.new_zeros(x.shape[:-1])  # a permutation preserves volume
