@@ -139,10 +139,10 @@ def fit(
                 for made in made_modules:
                     made.next_mask()
             loss = loss_fn(*_rows(x_train, c_train, rows, device))
-            mean_loss = group.mean(loss.detach())  # every process sees every process's loss
-            if not torch.isfinite(mean_loss):
+            mean_loss = group.mean(loss.detach()).item()  # every process sees every process's loss
+            if not math.isfinite(mean_loss):
                 raise FloatingPointError(
-                    f"fit: the loss is {mean_loss.item()} at epoch {epoch}, step {history.steps} "
+                    f"fit: the loss is {mean_loss} at epoch {epoch}, step {history.steps} "
                     "(try a smaller lr, clip_grad_norm, or check the data for inf/nan)"
                 )
             opt.zero_grad()
@@ -151,7 +151,7 @@ def fit(
                 nn.utils.clip_grad_norm_(params, clip_grad_norm)
             opt.step()
             history.steps += 1
-            total += mean_loss.item() * len(rows)
+            total += mean_loss * len(rows)
             count += len(rows)
         group.broadcast_buffers(model)  # running averages differ after the last step's local batches
         history.train_nll.append(total / count)
