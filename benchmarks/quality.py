@@ -1,0 +1,460 @@
+r"""Test negative log-likelihood of flowkit's MAF against Pyro, zuko and nflows at an equal
+training budget, and of flowkit's BernoulliMADE beside the MADE paper's published numbers.
+
+Every contender (the same flow in each library, see ``contenders.py``) goes through one
+training loop: Adam, the same learning rate, batch size, number of steps and minibatch
+sequence; every ``--eval-every`` steps the validation NLL is computed and the best weights
+are kept; the test NLL is that of the kept weights. Datasets:
+
+* **moons** (2-D): ``flowkit.datasets.toy_2d``, fresh draws for train, valid and test;
+* **breast_cancer** (30-D): scikit-learn's bundled table, standardised with the training
+  statistics; the 13 rows whose concavity features are exactly 0 (a point mass that a
+  density can exploit without bound) are left out;
+* **digits** (64-D): scikit-learn's 8x8 digits, 17 grey levels, dequantised with uniform
+  noise and logit-transformed as in the MAF paper; the NLL is reported in the original
+  pixel space (see ``Digits``);
+* **MADE UCI** (binary): the MADE paper's dna, mushrooms and nips files, if present in
+  ``--made-uci-dir``; a BernoulliMADE (one hidden layer, direct connections, one mask)
+  through the same loop, beside the paper's Table 1.
+
+    python benchmarks/quality.py                           # all of it (about 10 minutes on 2 cores)
+    python benchmarks/quality.py --quick --page /tmp/b.md  # tiny smoke run, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+import flowkit  # noqa: E402
+from contenders import LIBRARIES, build  # noqa: E402
+from flowkit.transforms import default_hidden_dims  # noqa: E402
+from report import (  # noqa: E402
+    add_common_arguments,
+    figure_path,
+    library_versions,
+    machine,
+    markdown_table,
+    page_to_write,
+    write_section,
+)
+
+NAMES = {"flowkit": "flowkit", "pyro": "Pyro", "zuko": "zuko", "nflows": "nflows"}
+FLOW_DATASETS = ("moons", "breast_cancer", "digits")
+MADE_UCI = ("dna", "mushrooms", "nips")
+# Test NLL in nats, Germain et al. (2015), Table 1: (1 mask, mask sampling).
+PAPER_NLL = {"dna": (83.63, 79.66), "mushrooms": (9.68, 9.69), "nips": (280.25, 277.28)}
+DEFAULT_MADE_UCI_DIR = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "made-uci").resolve()
+LOGIT_LAMBDA = 1e-6  # the MAF paper's for MNIST
+LEVELS = 17  # the digits' grey levels 0..16
+
+
+def identity(batch: Tensor, generator: torch.Generator) -> Tensor:
+    return batch
+
+
+@dataclass
+class Task:
+    """A density-estimation problem in the space the models see.
+
+    Attributes:
+        name: The dataset's name.
+        train: Training rows as stored; ``to_model`` maps a minibatch of them to model space.
+        valid: Validation rows, in model space.
+        test: Test rows, in model space.
+        to_model: ``to_model(batch, generator)``; the identity except for digits, whose
+            every minibatch gets fresh dequantisation noise.
+        test_log_jacobian: Per test row, the log-Jacobian of the map from data to model
+            space (digits' logit transform), which turns a model-space log-density into a
+            data-space one; ``None`` when the model sees the data as they are.
+    """
+
+    name: str
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+    to_model: Callable[[Tensor, torch.Generator], Tensor] = identity
+    test_log_jacobian: Tensor | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.train.shape[1]
+
+    @property
+    def nll_offset(self) -> float:
+        """What turns the mean test NLL in model space into the mean in data space."""
+        return 0.0 if self.test_log_jacobian is None else -self.test_log_jacobian.mean().item()
+
+    def test_nlls(self, log_prob: Callable[[Tensor], Tensor], batch_size: int = 2048) -> Tensor:
+        """The data-space NLL of every test row under ``log_prob`` (a model-space density)."""
+        with torch.no_grad():
+            nlls = -torch.cat([log_prob(part).double() for part in self.test.split(batch_size)])
+        return nlls if self.test_log_jacobian is None else nlls - self.test_log_jacobian
+
+
+@dataclass
+class Budget:
+    """The training budget every contender gets."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    eval_every: int
+
+
+@dataclass
+class Outcome:
+    """What training one model gave: the mean and median test NLL of the kept weights (data
+    space), the step they come from, the wall time, the step where the loss became
+    non-finite (if it did) and the model's parameter count."""
+
+    test_nll: float
+    test_median: float
+    best_step: int
+    seconds: float
+    diverged_at: int | None = None
+    parameters: int = 0
+
+
+# ------------------------------------------------------------------ datasets
+class Digits:
+    r"""scikit-learn's digits for a continuous flow, as the MAF paper treats MNIST.
+
+    A pixel \(x \in \{0, \dots, 16\}\) is dequantised, \(\tilde x = x + u\) with
+    \(u \sim U(0, 1)\), scaled to \(p = \tilde x / 17 \in [0, 1)\), squeezed and
+    logit-transformed, \(y = \operatorname{logit}(\lambda + (1 - 2\lambda) p)\). The flow
+    models \(y\); the density of \(\tilde x\) follows by the change of variables,
+
+    \[
+    \log p(\tilde x) = \log p(y) + \sum_d \log \left|\frac{dy_d}{d\tilde x_d}\right|,\qquad
+    \log \left|\frac{dy}{d\tilde x}\right| = \log(1 - 2\lambda) - \log 17 - \log s - \log(1 - s),
+    \]
+
+    with \(s = \sigma(y)\), so \(-\log s - \log(1 - s) = \operatorname{softplus}(y) +
+    \operatorname{softplus}(-y)\). The mean of \(-\log p(\tilde x)\) over dequantised
+    test images is an upper bound on the discrete model's NLL (Jensen), directly comparable
+    with the uniform distribution over the 17 levels, \(64 \log 17\) nats per image.
+    """
+
+    @staticmethod
+    def to_logit(pixels: Tensor, generator: torch.Generator) -> Tensor:
+        """Pixel values 0..16 to logits, with fresh dequantisation noise."""
+        return Digits.logit(pixels + torch.rand(pixels.shape, generator=generator))
+
+    @staticmethod
+    def logit(dequantised: Tensor) -> Tensor:
+        """``y`` from ``x~`` in [0, 17)."""
+        return torch.logit(LOGIT_LAMBDA + (1 - 2 * LOGIT_LAMBDA) * dequantised / LEVELS)
+
+    @staticmethod
+    def log_jacobian(y: Tensor) -> Tensor:
+        """``sum_d log |dy_d / dx~_d|`` per row, from the logits ``y``."""
+        per_pixel = math.log(1 - 2 * LOGIT_LAMBDA) - math.log(LEVELS) + F.softplus(y) + F.softplus(-y)
+        return per_pixel.sum(-1)
+
+    @staticmethod
+    def uniform_nll(dim: int) -> float:
+        """The NLL of independent uniform pixels over the 17 levels, nats per image."""
+        return dim * math.log(LEVELS)
+
+
+def digits_task(test_draws: int, seed: int) -> Task:
+    splits = flowkit.datasets.load_digits(binarize=False, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    valid = Digits.to_logit(splits.valid, generator)
+    test = Digits.to_logit(splits.test.repeat(test_draws, 1), generator)
+    log_jacobian = Digits.log_jacobian(test.double())
+    return Task("digits", splits.train, valid, test, to_model=Digits.to_logit, test_log_jacobian=log_jacobian)
+
+
+def moons_task(num_train: int, seed: int) -> Task:
+    draw = flowkit.datasets.toy_2d
+    return Task("moons", draw("moons", num_train, seed), draw("moons", num_train // 4, seed + 1),
+                draw("moons", num_train, seed + 2))  # fmt: skip
+
+
+def breast_cancer_task(seed: int) -> Task:
+    from sklearn.datasets import load_breast_cancer
+
+    rows = torch.as_tensor(load_breast_cancer().data, dtype=torch.float32)
+    rows = rows[(rows != 0).all(dim=1)]
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))
+    n_valid = n_test = len(rows) // 5
+    valid, test, train = rows[order[:n_valid]], rows[order[n_valid : n_valid + n_test]], rows[order[n_valid + n_test :]]
+    mean, std = train.mean(0), train.std(0)
+    return Task("breast_cancer", (train - mean) / std, (valid - mean) / std, (test - mean) / std)
+
+
+def flow_tasks(names: list[str], args: argparse.Namespace) -> list[Task]:
+    makers = {
+        "moons": lambda: moons_task(args.moons_rows, args.seed),
+        "breast_cancer": lambda: breast_cancer_task(args.seed),
+        "digits": lambda: digits_task(args.test_draws, args.seed),
+    }
+    return [makers[name]() for name in names]
+
+
+# ------------------------------------------------------------------ training
+def minibatches(num_rows: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Row indices, epoch after epoch, each epoch a fresh permutation."""
+    while True:
+        yield from torch.randperm(num_rows, generator=generator).split(batch_size)
+
+
+def mean_nll(log_prob: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 2048) -> float:
+    with torch.no_grad():
+        return -sum(log_prob(part).sum().item() for part in x.split(batch_size)) / len(x)
+
+
+def train(module: nn.Module, log_prob: Callable[[Tensor], Tensor], task: Task, budget: Budget, seed: int,
+          progress: bool = True, label: str = "") -> Outcome:  # fmt: skip
+    """The shared loop: ``budget.steps`` Adam steps on ``-log_prob(batch).mean()``, keeping
+    the weights with the best validation NLL (checked at step 0 and every ``eval_every``
+    steps). Stops early only if the loss becomes non-finite."""
+    optimizer = torch.optim.Adam(module.parameters(), lr=budget.lr)
+    generator = torch.Generator().manual_seed(seed)
+    batches = minibatches(len(task.train), budget.batch_size, generator)
+    best_nll, best_state, best_step = mean_nll(log_prob, task.valid), copy.deepcopy(module.state_dict()), 0
+    diverged_at = None
+    start = time.perf_counter()
+    for step in tqdm(range(1, budget.steps + 1), desc=label, leave=False, disable=not progress):
+        loss = -log_prob(task.to_model(task.train[next(batches)], generator)).mean()
+        if not torch.isfinite(loss):
+            diverged_at = step
+            break
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % budget.eval_every == 0 or step == budget.steps:
+            valid_nll = mean_nll(log_prob, task.valid)
+            if valid_nll < best_nll:
+                best_nll, best_state, best_step = valid_nll, copy.deepcopy(module.state_dict()), step
+    seconds = time.perf_counter() - start
+    module.load_state_dict(best_state)
+    nlls = task.test_nlls(log_prob)
+    return Outcome(nlls.mean().item(), nlls.median().item(), best_step, seconds, diverged_at)
+
+
+def gaussian_nll(task: Task, generator: torch.Generator) -> tuple[float, float]:
+    """Mean and median test NLL (data space) of a Gaussian with the training rows' mean and
+    covariance."""
+    x = task.to_model(task.train, generator).double()
+    covariance = torch.cov(x.T).reshape(task.dim, task.dim) + 1e-6 * torch.eye(task.dim, dtype=x.dtype)
+    gaussian = torch.distributions.MultivariateNormal(x.mean(0), covariance)
+    nlls = task.test_nlls(lambda x: gaussian.log_prob(x.double()))
+    return nlls.mean().item(), nlls.median().item()
+
+
+def flow_hidden(dim: int, args: argparse.Namespace) -> list[int]:
+    """The two hidden widths of the flows' MADEs."""
+    return [args.hidden] * 2 if args.hidden else default_hidden_dims(dim)
+
+
+def run_flows(task: Task, args: argparse.Namespace, budget: Budget) -> dict[str, Outcome]:
+    outcomes = {}
+    for library in LIBRARIES:
+        contender = build(library, "maf", task.dim, args.transforms, flow_hidden(task.dim, args), seed=args.seed)
+        outcome = train(contender.module, contender.log_prob, task, budget, args.seed, args.progress,
+                        f"{task.name} {library}")  # fmt: skip
+        outcome.parameters = contender.num_parameters
+        outcomes[library] = outcome
+    return outcomes
+
+
+def run_made_uci(directory: Path, args: argparse.Namespace, budget: Budget) -> dict[str, tuple[Task, Outcome]]:
+    """BernoulliMADE on each MADE paper dataset found in ``directory`` (others skipped)."""
+    results = {}
+    for name in args.made_uci:
+        path = directory / f"{name}.npz"
+        if not path.is_file():
+            print(f"skipping {name}: no file {path}")
+            continue
+        splits = flowkit.datasets.load_made_uci(path)
+        task = Task(name, splits.train, splits.valid, splits.test)
+        torch.manual_seed(args.seed)
+        model = flowkit.BernoulliMADE(task.dim, [args.made_hidden], skip_connections=True, seed=args.seed)
+        results[name] = (task, train(model, model.log_prob, task, budget, args.seed, args.progress, name))
+    return results
+
+
+# ------------------------------------------------------------------ reporting
+def nll_cell(mean: float, median: float, diverged_at: int | None = None) -> str:
+    note = f", non-finite loss at step {diverged_at}" if diverged_at else ""
+    return f"{mean:.3f} ({median:.3f}{note})"
+
+
+def outcome_cell(outcome: Outcome) -> str:
+    return nll_cell(outcome.test_nll, outcome.test_median, outcome.diverged_at)
+
+
+def flow_tables(tasks: list[Task], results: dict[str, dict[str, Outcome]], gaussians: dict[str, tuple[float, float]],
+                args: argparse.Namespace) -> str:  # fmt: skip
+    nll_rows, train_rows = [], []
+    for task in tasks:
+        outcomes = results[task.name]
+        sizes = f"{len(task.train)} / {len(task.valid)} / {len(task.test)}"
+        hidden = "-".join(map(str, flow_hidden(task.dim, args)))
+        nll_rows.append([task.name, task.dim, sizes] + [outcome_cell(outcomes[lib]) for lib in LIBRARIES]
+                        + [nll_cell(*gaussians[task.name])])  # fmt: skip
+        train_rows.append([task.name, hidden] + [
+            f"{outcomes[lib].parameters}, step {outcomes[lib].best_step}, {outcomes[lib].seconds:.0f} s"
+            for lib in LIBRARIES
+        ])  # fmt: skip
+    names = [NAMES[lib] for lib in LIBRARIES]
+    return "\n\n".join([
+        "**Test NLL**, mean (median) over the test rows, nats per example, lower is better; digits in pixel "
+        "space, nats per image. Rows: train / valid / test (digits test: dequantised copies of each test image).",
+        markdown_table(["dataset", "D", "rows"] + names + ["Gaussian"], nll_rows),
+        "**Training**: parameters, step of the kept (best validation) weights, training time.",
+        markdown_table(["dataset", "hidden"] + names, train_rows),
+    ])
+
+
+def digits_table(task: Task, outcomes: dict[str, Outcome], gaussian: float) -> str:
+    """Digits in both spaces, with bits per pixel and the uniform baseline (mean NLLs)."""
+    def row(name: str, nll: float, logit_space: str) -> list[str]:
+        return [name, logit_space, f"{nll:.2f}", f"{nll / task.dim / math.log(2):.3f}"]
+
+    rows = [row(NAMES[lib], o.test_nll, f"{o.test_nll - task.nll_offset:.2f}") for lib, o in outcomes.items()]
+    rows.append(row("Gaussian", gaussian, f"{gaussian - task.nll_offset:.2f}"))
+    rows.append(row("uniform over 17 levels", Digits.uniform_nll(task.dim), "-"))
+    return "\n\n".join([
+        f"**Digits**: NLL of the logits (what the flows model) and of the pixels (nats per image, bits per "
+        f"pixel). The pixel NLL is the logit NLL minus the mean log-Jacobian of the transform over the test "
+        f"images, {-task.nll_offset:.2f} nats.",
+        markdown_table(["model", "NLL logit space", "NLL pixels (nats)", "bits/pixel"], rows),
+    ])
+
+
+def made_table(results: dict[str, tuple[Task, Outcome]], hidden: int) -> str:
+    rows = []
+    for name, (task, outcome) in results.items():
+        paper = PAPER_NLL.get(name, (math.nan, math.nan))
+        rows.append([name, task.dim, f"{len(task.train)} / {len(task.valid)} / {len(task.test)}", outcome_cell(outcome),
+                     f"{paper[0]:.2f}", f"{paper[1]:.2f}", outcome.best_step, f"{outcome.seconds:.0f}"])  # fmt: skip
+    return "\n\n".join([
+        f"**MADE on the MADE paper's binary datasets**: flowkit's BernoulliMADE (one hidden layer of {hidden}, "
+        "direct connections, one mask, natural order) through the same loop, beside the paper's Table 1 "
+        "(test NLL, nats per example: mean (median) for flowkit, means in the paper).",
+        markdown_table(["dataset", "D", "rows", "flowkit 1 mask", "paper 1 mask", "paper mask sampling",
+                        "best step", "time (s)"], rows),  # fmt: skip
+    ])
+
+
+def plot(tasks: list[Task], results: dict, gaussians: dict[str, tuple[float, float]], made: dict, path: Path) -> None:
+    """Mean test NLL as bars and the median as dots: one panel per flow dataset (with the
+    Gaussian), one per MADE dataset (with the paper's mean)."""
+    panels = len(tasks) + len(made)
+    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        scores = [(results[task.name][lib].test_nll, results[task.name][lib].test_median) for lib in LIBRARIES]
+        scores.append(gaussians[task.name])
+        title = f"{task.name} (D={task.dim})"
+        if task.name == "digits":
+            title += f"\nuniform: {Digits.uniform_nll(task.dim):.1f}"
+        _nll_panel(ax, [NAMES[lib] for lib in LIBRARIES] + ["Gaussian"], scores, ["C0", "C1", "C2", "C3", "C7"], title)
+    for ax, (name, (task, outcome)) in zip(axes[0][len(tasks):], made.items()):
+        paper = PAPER_NLL.get(name, (math.nan,))[0]
+        scores = [(outcome.test_nll, outcome.test_median), (paper, math.nan)]
+        _nll_panel(ax, ["flowkit", "paper"], scores, ["C0", "C7"], f"{name} (D={task.dim}), 1 mask")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _nll_panel(ax, labels: list[str], scores: list[tuple[float, float]], colours: list[str], title: str) -> None:
+    """Bars of the means, dots of the medians; a log axis when one model is far off the
+    others (a mean can be dominated by a single test row)."""
+    means, medians = zip(*scores)
+    ax.bar(labels, means, color=colours, label="mean")
+    ax.plot(labels, medians, "o", color="black", markersize=4, label="median")
+    values = [v for v in means + medians if math.isfinite(v)]
+    low, high = min(values), max(values)
+    if low > 0 and high / low > 20:
+        ax.set_yscale("log")
+    else:
+        margin = 0.1 * (high - low) + 0.05 * abs(high) + 1e-3
+        ax.set_ylim(low - margin, high + margin)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("test NLL (nats)")
+    ax.tick_params(axis="x", labelsize=7, rotation=30)
+
+
+# ------------------------------------------------------------------ main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="*", default=list(FLOW_DATASETS), choices=FLOW_DATASETS)
+    parser.add_argument("--made-uci", nargs="*", default=list(MADE_UCI), help="MADE paper datasets to run")
+    parser.add_argument("--made-uci-dir", type=Path, default=DEFAULT_MADE_UCI_DIR,
+                        help="folder with dna.npz, mushrooms.npz, nips.npz (absent files are skipped)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=3000, help="training steps, for every model")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=50, help="steps between validation checks")
+    parser.add_argument("--transforms", type=int, default=5, help="flow steps")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden width, two layers (default max(64, 3D+1))")
+    parser.add_argument("--made-hidden", type=int, default=500, help="BernoulliMADE's hidden width (the paper's)")
+    parser.add_argument("--moons-rows", type=int, default=8000, help="training rows (valid: a quarter, test: as many)")
+    parser.add_argument("--test-draws", type=int, default=10, help="dequantised copies of each digits test image")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.batch_size, args.eval_every, args.transforms = 20, 32, 10, 2
+        args.hidden, args.made_hidden, args.moons_rows, args.test_draws = 64, 16, 256, 1
+    args.page = page_to_write(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    budget = Budget(args.steps, args.batch_size, args.lr, args.eval_every)
+    setup = (
+        f"Measured on {machine()}; {library_versions()}. Every model: {budget.steps} Adam steps, lr {budget.lr}, batch "
+        f"{budget.batch_size}, validation every {budget.eval_every} steps, best validation weights kept; "
+        f"{args.transforms} MAF steps, float32, seed {args.seed}."
+    )
+    print(setup + "\n")
+    tasks = flow_tasks(args.datasets, args)
+    results = {task.name: run_flows(task, args, budget) for task in tasks}
+    gaussians = {task.name: gaussian_nll(task, torch.Generator().manual_seed(args.seed)) for task in tasks}
+    made = run_made_uci(args.made_uci_dir, args, budget)
+    parts = [setup]
+    if tasks:
+        parts.append(flow_tables(tasks, results, gaussians, args))
+    digits = [task for task in tasks if task.name == "digits"]
+    if digits:
+        parts.append(digits_table(digits[0], results["digits"], gaussians["digits"][0]))
+    if made:
+        parts.append(made_table(made, args.made_hidden))
+    else:
+        parts.append(f"No MADE paper dataset found in `{args.made_uci_dir}`; that table is left out.")
+    text = "\n\n".join(parts[1:])
+    print(text)
+    if args.page is not None and (tasks or made):
+        path, link = figure_path(args.page, "quality")
+        plot(tasks, results, gaussians, made, path)
+        write_section(args.page, "quality", "\n\n".join(parts) + f"\n\n![test NLL]({link})")
+        print(f"\nwrote {args.page} and {path}")
+
+
+if __name__ == "__main__":
+    main()

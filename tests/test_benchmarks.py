@@ -1,0 +1,256 @@
+"""The benchmarks: their shared modules (page sections, interleaved timing, the four libraries'
+flows), the digits transform and the dense floor, and ``--quick`` runs of both scripts whose
+printed Markdown tables are parsed and checked."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import REPO, assert_png, run_script
+
+import flowkit
+
+# The benchmark scripts import each other as top-level modules, as when run from benchmarks/.
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import contenders  # noqa: E402
+import quality  # noqa: E402
+import report  # noqa: E402
+import speed  # noqa: E402
+import timing  # noqa: E402
+
+LIBRARY_NAMES = ["flowkit", "Pyro", "zuko", "nflows"]
+
+
+def markdown_tables(stdout: str) -> list[list[list[str]]]:
+    """Every Markdown table in ``stdout``, as rows of cells, header row first (separator left out)."""
+    tables, current = [], []
+    for line in [line.strip() for line in stdout.splitlines()] + [""]:
+        if line.startswith("|") and line.endswith("|"):
+            if not set(line) <= set("|-: "):
+                current.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def table_with(stdout: str, header: str) -> list[dict[str, str]]:
+    """The body rows, as ``{column: cell}``, of the one table that has a column ``header``."""
+    found = [table for table in markdown_tables(stdout) if header in table[0]]
+    assert len(found) == 1, f"expected one table with a column {header!r} in:\n{stdout}"
+    head, *body = found[0]
+    return [dict(zip(head, row, strict=True)) for row in body]
+
+
+def number(cell: str) -> float:
+    """The first number of a cell: ``"0.42 (zuko)"`` gives 0.42; asserted finite."""
+    value = float(cell.split()[0].rstrip(","))
+    assert math.isfinite(value), cell
+    return value
+
+
+# ------------------------------------------------------------------ report.py
+def test_write_section_replaces_only_its_section(tmp_path):
+    page = tmp_path / "sub" / "bench.md"  # neither the folder nor the page exists yet
+    report.write_section(page, "speed", "first speed")
+    report.write_section(page, "quality", "quality table")
+    page.write_text(page.read_text() + "\nhand-written prose\n")
+    report.write_section(page, "speed", "second speed\n")
+    text = page.read_text()
+    assert text.startswith("# Benchmarks\n")
+    assert "second speed" in text and "first speed" not in text
+    assert "quality table" in text and text.endswith("hand-written prose\n")
+    assert text.index("<!-- speed:start -->") < text.index("second speed") < text.index("<!-- speed:end -->")
+    assert text.index("<!-- speed:end -->") < text.index("<!-- quality:start -->")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<!-- speed:start -->\nonly the start\n", "only one of the markers"),
+        ("<!-- speed:end -->\n<!-- speed:start -->\n", "comes before its start"),
+        ("<!-- speed:start -->\n<!-- speed:end -->\n<!-- speed:start -->\n<!-- speed:end -->\n", "more than once"),
+    ],
+)
+def test_write_section_rejects_broken_markers(tmp_path, text, message):
+    page = tmp_path / "bench.md"
+    page.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        report.write_section(page, "speed", "new")
+    assert page.read_text() == text  # left as it was
+
+
+def test_write_section_rejects_bad_names(tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        report.write_section(tmp_path / "bench.md", "two words", "text")
+
+
+def test_markdown_table_checks_row_lengths():
+    with pytest.raises(ValueError, match="2 cells per row"):
+        report.markdown_table(["a", "b"], [[1, 2, 3]])
+
+
+def test_figure_path_is_beside_the_page(tmp_path):
+    path, link = report.figure_path(tmp_path / "bench.md", "speed")
+    assert path == tmp_path / "assets" / "bench_speed.png" and link == "assets/bench_speed.png"
+
+
+@pytest.mark.parametrize("module", [report, timing, contenders], ids=lambda m: m.__name__)
+def test_doctests(module):
+    assert doctest.testmod(module).failed == 0
+
+
+# ------------------------------------------------------------------ timing.py
+def test_interleaved_times_rotate_the_order():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = timing.interleaved_times(fns, repeats=3, min_time=0.0)
+    assert set(times) == set("abc") and all(t >= 0 for t in times.values())
+    # Two warm-up calls each (warm-up and calibration), then rounds a b c, b c a, c a b.
+    assert calls == list("aabbcc") + list("abcbcacab")
+
+
+def test_interleaved_times_rejects_no_repeats():
+    with pytest.raises(ValueError, match="repeats"):
+        timing.interleaved_times({"a": lambda: None}, repeats=0)
+
+
+# ------------------------------------------------------------------ contenders.py
+@pytest.mark.parametrize("direction", contenders.DIRECTIONS)
+def test_contenders_are_the_same_flow(direction):
+    """Equal parameter counts, nearly equal connectivity, and each library's density of its
+    own samples agrees with its log_prob of them (scored afresh, the other direction)."""
+    dim, hidden = 5, [12, 12]
+    built = [contenders.build(lib, direction, dim, 3, hidden, seed=0) for lib in contenders.LIBRARIES]
+    assert len({c.num_parameters for c in built}) == 1
+    expected = 3 * (dim * 12 + 12 + 12 * 12 + 12 + 12 * 2 * dim + 2 * dim)
+    assert built[0].num_parameters == expected
+    for contender in built:
+        assert abs(contender.active_weights - built[0].active_weights) <= 0.05 * built[0].active_weights
+        with torch.no_grad():
+            x, log_q = contender.sample_and_log_prob(16)
+            assert x.shape == (16, dim) and contender.sample(4).shape == (4, dim)
+            torch.testing.assert_close(contender.log_prob(x.clone()), log_q, atol=1e-4, rtol=1e-4)
+
+
+def test_contender_build_checks_arguments():
+    with pytest.raises(ValueError, match="library"):
+        contenders.build("tensorflow", "maf", 3, 2, [8, 8])
+    with pytest.raises(ValueError, match="direction"):
+        contenders.build("zuko", "nice", 3, 2, [8, 8])
+    with pytest.raises(ValueError, match="hidden_dims"):
+        contenders.build("nflows", "maf", 3, 2, [8, 16])
+
+
+# ------------------------------------------------------------------ speed.py, quality.py pieces
+def test_dense_floor_is_flowkits_chain_without_masks():
+    """With every mask set to ones, flowkit's last MADE computes exactly the floor's chain."""
+    flow = contenders.build("flowkit", "maf", 4, 2, [9, 9]).module
+    for module in flow.modules():
+        if hasattr(module, "mask") and module.mask.dtype == torch.bool:
+            module.mask.fill_(True)
+    x = torch.randn(6, 4)
+    last_made = [m for m in flow.modules() if isinstance(m, flowkit.MADE)][-1]
+    with torch.no_grad():
+        torch.testing.assert_close(speed.dense_floor(flow, x)(), last_made.raw_output(x).flatten(-2))
+
+
+def test_digits_log_jacobian_matches_autograd():
+    dequantised = (torch.rand(3, 64, dtype=torch.float64) * 17).requires_grad_(True)
+    y = quality.Digits.logit(dequantised)
+    (derivative,) = torch.autograd.grad(y.sum(), dequantised)  # the transform is elementwise
+    torch.testing.assert_close(quality.Digits.log_jacobian(y.detach()), derivative.log().sum(-1))
+
+
+# ------------------------------------------------------------------ --quick runs
+def test_speed_quick(tmp_path):
+    page = tmp_path / "benchmarks.md"
+    docs_page = REPO / "docs" / "benchmarks.md"
+    before = docs_page.read_bytes() if docs_page.exists() else None
+    stdout = run_script("benchmarks/speed.py", "--quick", "--page", str(page)).stdout
+    assert "1 intra-op thread" in stdout, stdout
+
+    architectures = table_with(stdout, "flow")
+    assert [row["D"] for row in architectures] == ["2", "3"]
+    for row in architectures:
+        counts = {row[name] for name in LIBRARY_NAMES}
+        parameters = {cell.split()[0] for cell in counts}
+        assert len(parameters) == 1, row  # the same architecture in every library
+
+    times = table_with(stdout, "flowkit / best other")
+    assert len(times) == 2 * 4, times  # four measurements at each D
+    for row in times:
+        ms = [number(row[f"{name} (ms)"]) for name in LIBRARY_NAMES]
+        ratio = number(row["flowkit / best other"])
+        best = min(ms[1:])
+        assert all(t > 0 for t in ms) and ratio == pytest.approx(ms[0] / best, rel=0.05), row
+
+    for row in table_with(stdout, "flowkit / floor"):
+        flowkit_ms, floor_ms = number(row["flowkit log_prob (ms)"]), number(row["dense matmul chain (ms)"])
+        assert number(row["flowkit / floor"]) == pytest.approx(flowkit_ms / floor_ms, rel=0.05), row
+
+    text = page.read_text()
+    assert "<!-- speed:start -->" in text and "![speed ratios](assets/bench_speed.png)" in text
+    assert_png(tmp_path / "assets" / "bench_speed.png")
+    assert (docs_page.read_bytes() if docs_page.exists() else None) == before  # --quick leaves the docs alone
+
+
+def test_quality_quick(tmp_path):
+    """Tiny fake MADE data: dna is there, mushrooms is not and is skipped."""
+    data = tmp_path / "made-uci"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(data / "dna.npz", **{part: rng.integers(0, 2, size=(rows, 12)) for part, rows in
+                                  (("train", 60), ("valid", 20), ("test", 20))})  # fmt: skip
+    page = tmp_path / "benchmarks.md"
+    stdout = run_script(
+        "benchmarks/quality.py", "--quick", "--no-progress", "--page", str(page),
+        "--made-uci-dir", str(data), "--made-uci", "dna", "mushrooms",
+    ).stdout  # fmt: skip
+    assert f"skipping mushrooms: no file {data / 'mushrooms.npz'}" in stdout, stdout
+
+    nll = {row["dataset"]: row for row in table_with(stdout, "Gaussian")}
+    assert set(nll) == {"moons", "breast_cancer", "digits"}, stdout
+    for row in nll.values():
+        for name in LIBRARY_NAMES + ["Gaussian"]:
+            mean, median = (float(v) for v in re.fullmatch(r"(\S+) \((\S+)\)", row[name]).groups())
+            assert math.isfinite(mean) and math.isfinite(median), row
+
+    digits = {row["model"]: row for row in table_with(stdout, "bits/pixel")}
+    uniform = digits["uniform over 17 levels"]
+    assert number(uniform["NLL pixels (nats)"]) == pytest.approx(64 * math.log(17), abs=0.01)
+    offsets = []
+    for name in LIBRARY_NAMES + ["Gaussian"]:
+        row = digits[name]
+        pixels, logits = number(row["NLL pixels (nats)"]), number(row["NLL logit space"])
+        assert number(row["bits/pixel"]) == pytest.approx(pixels / 64 / math.log(2), abs=2e-3), row
+        assert pixels == pytest.approx(number(nll["digits"][name]), abs=0.01), row
+        offsets.append(logits - pixels)
+    # One log-Jacobian, the same for every model, and the one the text names.
+    printed = float(re.search(r"over the test images, (\S+) nats", stdout).group(1))
+    assert all(offset == pytest.approx(printed, abs=0.011) for offset in offsets), (printed, digits)
+
+    made = {row["dataset"]: row for row in table_with(stdout, "flowkit 1 mask")}
+    assert set(made) == {"dna"}, stdout
+    # A Bernoulli NLL is positive; the kept weights are at worst the initial ones, near 12 log 2.
+    assert 0 < number(made["dna"]["flowkit 1 mask"]) < 2 * 12 * math.log(2), made
+
+    text = page.read_text()
+    assert "<!-- quality:start -->" in text and "![test NLL](assets/bench_quality.png)" in text
+    assert_png(tmp_path / "assets" / "bench_quality.png")
+
+
+def test_quality_without_made_files_says_so(tmp_path):
+    stdout = run_script(
+        "benchmarks/quality.py", "--quick", "--no-progress", "--datasets", "moons",
+        "--made-uci-dir", str(tmp_path / "nowhere"),
+    ).stdout  # fmt: skip
+    assert "skipping dna: no file" in stdout and "No MADE paper dataset found" in stdout, stdout
+    assert "wrote" not in stdout, stdout  # --quick without --page writes no page
