@@ -78,7 +78,7 @@ def table(dim: int, results: dict[tuple[int, int], list[dict]], rows: int) -> st
         rows_per_second = (rows - rows % processes) / seconds  # fit leaves out rows % processes
         baseline = baseline or rows_per_second
         lines.append([
-            dim, processes, threads, ranks[0]["steps"], f"{seconds:.1f}", f"{rows_per_second:,.0f}",
+            dim, processes, threads, ranks[0]["steps"], f"{seconds:.2f}", f"{rows_per_second:,.0f}",
             f"{rows_per_second / baseline:.2f}x", " / ".join(f"{rank['peak_mib']:,.0f}" for rank in ranks),
             f"{ranks[0]['before_data_mib']:,.0f}", f"{ranks[0]['train_nll']:.3f}",
         ])  # fmt: skip

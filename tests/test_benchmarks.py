@@ -254,3 +254,36 @@ def test_quality_without_made_files_says_so(tmp_path):
     ).stdout  # fmt: skip
     assert "skipping dna: no file" in stdout and "No MADE paper dataset found" in stdout, stdout
     assert "wrote" not in stdout, stdout  # --quick without --page writes no page
+
+
+def test_compile_quick(tmp_path):
+    """aot_eager in quick mode: the script's logic, not inductor's code generation."""
+    page = tmp_path / "benchmarks.md"
+    stdout = run_script("benchmarks/compile.py", "--quick", "--page", str(page)).stdout
+    rows = table_with(stdout, "compiled (ms)")
+    assert [row["what"] for row in rows] == [
+        "MAF train step", "MAF log_prob", "MAF sample", "IAF sample + log_prob", "MADE train step", "MADE sample",
+    ]  # fmt: skip
+    for row in rows:
+        eager, compiled = number(row["eager (ms)"]), number(row["compiled (ms)"])
+        assert eager > 0 and compiled > 0 and number(row["compile (s)"]) >= 0, row
+        assert number(row["speed-up"].rstrip("x")) == pytest.approx(eager / compiled, rel=0.02, abs=0.01), row
+    text = page.read_text()
+    assert "<!-- compile:start -->" in text and "| MAF train step | 2 |" in text
+
+
+def test_scaling_quick(tmp_path):
+    """Fresh processes: one, then two sharing every minibatch through gloo."""
+    page = tmp_path / "benchmarks.md"
+    stdout = run_script("benchmarks/scaling.py", "--quick", "--page", str(page)).stdout
+    rows = table_with(stdout, "rows/s")
+    assert [(row["processes"], row["threads each"]) for row in rows] == [("1", "1"), ("2", "1")]
+    one, two = rows
+    assert number(one["steps each"]) == math.ceil(2000 / 256) and number(two["steps each"]) == math.ceil(1000 / 256)
+    for row in rows:
+        rows_per_second = number(row["rows/s"].replace(",", ""))
+        assert rows_per_second == pytest.approx(2000 / number(row["epoch (s)"]), rel=0.1), row
+        peaks = [number(cell.replace(",", "")) for cell in row["peak memory per process (MiB)"].split("/")]
+        assert len(peaks) == int(row["processes"]) and all(p >= number(row["before data (MiB)"].replace(",", "")) for p in peaks)
+    assert number(one["speed-up"].rstrip("x")) == 1.0
+    assert "<!-- scaling:start -->" in page.read_text()
