@@ -22,16 +22,31 @@ from flowkit._seeding import make_generator
 
 __all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
 
-# The activations named by string. Those whose gradient is computed from their output run
-# in place: they overwrite a pre-activation that nothing else reads, which saves a
-# (batch, width) allocation per layer.
+
+class _InPlaceActivation(nn.Module):
+    """``relu``, ``elu`` or ``leaky_relu``, applied in place. Their gradients are computed
+    from their outputs, so overwriting a pre-activation that nothing else reads is safe,
+    and saves a (batch, width) allocation per layer. Not under a TorchScript trace (Pyro's
+    ``JitTrace_ELBO``), whose optimised graphs reject in-place ops on some views."""
+
+    def __init__(self, function: Callable[..., Tensor]):
+        super().__init__()
+        self.function = function
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.function(h, inplace=not torch.jit.is_tracing())
+
+    def extra_repr(self) -> str:
+        return self.function.__name__
+
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": partial(nn.ReLU, inplace=True),
-    "elu": partial(nn.ELU, inplace=True),
+    "relu": partial(_InPlaceActivation, F.relu),
+    "elu": partial(_InPlaceActivation, F.elu),
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
-    "leaky_relu": partial(nn.LeakyReLU, inplace=True),
+    "leaky_relu": partial(_InPlaceActivation, F.leaky_relu),
     "softplus": nn.Softplus,
     "sigmoid": nn.Sigmoid,
 }
