@@ -382,6 +382,9 @@ def test_x_errors_name_x(kind):
     for bad in (torch.randn(4, 2), torch.randn(4, 4), torch.tensor(1.0), [0.0, 1.0, 2.0]):
         with pytest.raises(ValueError, match="x"):
             flow.log_prob(bad)
+    for value in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="x: holds inf or nan"):
+            flow.log_prob(torch.tensor([[0.0, value, 1.0]]))
 
 
 @pytest.mark.parametrize("kind", ["maf", "iaf"])

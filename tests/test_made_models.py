@@ -710,6 +710,16 @@ def test_data_with_a_wrong_last_dimension(family):
         model.log_prob(data_for(family, (3,), input_dim=5))
 
 
+@pytest.mark.parametrize("family", ["gaussian", "mixture"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_real_data_must_be_finite(family, value):
+    model = make_model(family)
+    x = data_for(family, (3,))
+    x[1, 0] = value
+    with pytest.raises(ValueError, match="x: holds inf or nan"):
+        model.log_prob(x)
+
+
 @pytest.mark.parametrize("num_classes", [1, 0, -2, 2.0, True])
 def test_bad_num_classes(num_classes):
     with pytest.raises(ValueError, match="num_classes"):

@@ -116,6 +116,9 @@ class Flow(nn.Module):
         if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[-1] != self.input_dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x: expected a tensor of shape (..., {self.input_dim}), got {shape}")
+        # Reading the values back would split a torch.compile graph: checked in eager mode only.
+        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+            raise ValueError("x: holds inf or nan; a density is defined for finite points only")
         log_det = 0.0
         for transform in reversed(self.conditioned_transforms(context)):
             x, ladj = _inverse_and_log_det(transform, x)

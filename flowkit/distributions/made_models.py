@@ -97,6 +97,8 @@ class AutoregressiveMADE(nn.Module):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.input_dim:
             raise ValueError(f"x: expected shape (..., {self.input_dim}), got {tuple(x.shape)}")
+        if x.is_floating_point() and not _compiling() and not torch.isfinite(x).all():
+            raise ValueError("x: holds inf or nan; a density is defined for finite points only")
 
     def to_input(self, x: Tensor) -> Tensor:
         """Data to the MADE's (floating-point) input."""
