@@ -277,13 +277,16 @@ def test_scaling_quick(tmp_path):
     page = tmp_path / "benchmarks.md"
     stdout = run_script("benchmarks/scaling.py", "--quick", "--page", str(page)).stdout
     rows = table_with(stdout, "rows/s")
-    assert [(row["processes"], row["threads each"]) for row in rows] == [("1", "1"), ("2", "1")]
+    assert [(row["processes"], row["threads each"], row["rows per step each"]) for row in rows] == [
+        ("1", "1", "256"), ("2", "1", "256"),
+    ]  # fmt: skip
     one, two = rows
     assert number(one["steps each"]) == math.ceil(2000 / 256) and number(two["steps each"]) == math.ceil(1000 / 256)
     for row in rows:
         rows_per_second = number(row["rows/s"].replace(",", ""))
         assert rows_per_second == pytest.approx(2000 / number(row["epoch (s)"]), rel=0.1), row
-        peaks = [number(cell.replace(",", "")) for cell in row["peak memory per process (MiB)"].split("/")]
-        assert len(peaks) == int(row["processes"]) and all(p >= number(row["before data (MiB)"].replace(",", "")) for p in peaks)
+        peaks = [number(cell.replace(",", "")) for cell in row["peak, each process (MiB)"].split("/")]
+        with_data = number(row["with data and model (MiB)"].replace(",", ""))
+        assert len(peaks) == int(row["processes"]) and all(peak >= with_data for peak in peaks), row
     assert number(one["speed-up"].rstrip("x")) == 1.0
     assert "<!-- scaling:start -->" in page.read_text()

@@ -293,6 +293,7 @@ def test_module_exports():
         "load_miniboone",
         "load_bsds300",
         "gaussian_mixture",
+        "GaussianMixture",
     }
     for name in datasets.__all__:
         assert hasattr(datasets, name), name
@@ -319,3 +320,20 @@ def test_gaussian_mixture_bad_sizes(name, value):
     kwargs = {"dim": 2, "num_components": 3, name: value}
     with pytest.raises(ValueError, match=name):
         datasets.gaussian_mixture(**kwargs)
+
+
+def test_gaussian_mixture_samples_have_the_mixture_moments():
+    """Each row from its own component: the sample mean and covariance are the mixture's,
+    sum_k pi_k mu_k and sum_k pi_k (Sigma_k + mu_k mu_k^T) - mu mu^T."""
+    target = datasets.gaussian_mixture(3, num_components=4, seed=1)
+    weights = target.mixture_distribution.probs.double()
+    loc = target.component_distribution.loc.double()
+    covariances = target.component_distribution.covariance_matrix.double()
+    mean = weights @ loc
+    second_moment = torch.einsum("k,kij->ij", weights, covariances + loc[:, :, None] * loc[:, None, :])
+    torch.manual_seed(0)
+    x = target.sample((100_000,)).double()
+    assert x.shape == (100_000, 3)
+    assert torch.allclose(x.mean(0), mean, atol=0.05)
+    assert torch.allclose(torch.cov(x.T), second_moment - torch.outer(mean, mean), atol=0.15, rtol=0.02)
+    assert target.sample((2, 5)).shape == (2, 5, 3)

@@ -27,10 +27,11 @@ from flowkit.datasets.maf_paper import (
     load_power,
 )
 from flowkit.datasets.splits import Splits
-from flowkit.datasets.synthetic import gaussian_mixture
+from flowkit.datasets.synthetic import GaussianMixture, gaussian_mixture
 from flowkit.datasets.toy import TOY_2D, toy_2d
 
 __all__ = [
+    "GaussianMixture",
     "MAF_DATASETS",
     "Splits",
     "TOY_2D",
