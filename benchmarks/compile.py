@@ -26,7 +26,15 @@ import torch
 from tqdm.auto import tqdm
 
 import flowkit
-from report import add_common_arguments, machine, markdown_table, page_to_write, write_section
+from report import (
+    add_common_arguments,
+    add_timing_arguments,
+    machine,
+    markdown_table,
+    page_to_write,
+    quick_sizes,
+    write_section,
+)
 from timing import interleaved_times
 
 
@@ -89,19 +97,13 @@ def measure(dim: int, args: argparse.Namespace) -> list[list[object]]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 64])
-    parser.add_argument("--transforms", type=int, default=5, help="flow steps")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden width, two layers (default max(64, 3D+1))")
-    parser.add_argument("--train-batch", type=int, default=512)
-    parser.add_argument("--eval-batch", type=int, default=10_000, help="rows per log_prob call")
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timing (several calls if needed)")
+    add_timing_arguments(parser)
     parser.add_argument("--backend", default="inductor", help="torch.compile backend")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.dims, args.transforms, args.hidden, args.backend = [2], 2, 8, "aot_eager"
-        args.train_batch, args.eval_batch, args.samples, args.repeats, args.min_time = 32, 64, 32, 2, 0.0
+        args.dims, args.backend = [2], "aot_eager"
+        quick_sizes(args)
     args.page = page_to_write(args)
     return args
 

@@ -91,6 +91,25 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes in seconds, for the test suite")
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the sizes of the timed flows and calls (``--transforms``, ``--hidden``,
+    ``--train-batch``, ``--eval-batch``, ``--samples``) and of the timing itself
+    (``--repeats``, ``--min-time``); `quick_sizes` shrinks them for ``--quick``."""
+    parser.add_argument("--transforms", type=int, default=5, help="flow steps")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden width, two layers (default max(64, 3D+1))")
+    parser.add_argument("--train-batch", type=int, default=512)
+    parser.add_argument("--eval-batch", type=int, default=10_000, help="rows per log_prob call")
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timing (several calls if needed)")
+
+
+def quick_sizes(args: argparse.Namespace) -> None:
+    """Tiny flows and calls, timed once or twice: a ``--quick`` run of `add_timing_arguments`' options."""
+    args.transforms, args.hidden, args.train_batch, args.eval_batch = 2, 8, 32, 64
+    args.samples, args.repeats, args.min_time = 32, 2, 0.0
+
+
 def page_to_write(args: argparse.Namespace) -> Path | None:
     """``--page`` if given, else the documentation page, except that a ``--quick`` run writes
     nowhere unless it is given a page."""

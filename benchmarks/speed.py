@@ -37,11 +37,13 @@ from contenders import LIBRARIES, Contender, build  # noqa: E402
 from flowkit.transforms import default_hidden_dims  # noqa: E402
 from report import (  # noqa: E402
     add_common_arguments,
+    add_timing_arguments,
     figure_path,
     library_versions,
     machine,
     markdown_table,
     page_to_write,
+    quick_sizes,
     write_section,
 )
 from timing import interleaved_times  # noqa: E402
@@ -211,18 +213,12 @@ def plot(results: dict[int, dict], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16, 64])
-    parser.add_argument("--transforms", type=int, default=5, help="flow steps")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden width, two layers (default max(64, 3D+1))")
-    parser.add_argument("--train-batch", type=int, default=512)
-    parser.add_argument("--eval-batch", type=int, default=10_000, help="rows per log_prob call")
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timing (several calls if needed)")
+    add_timing_arguments(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.dims, args.transforms, args.hidden = [2, 3], 2, 8
-        args.train_batch, args.eval_batch, args.samples, args.repeats, args.min_time = 32, 64, 32, 2, 0.0
+        args.dims = [2, 3]
+        quick_sizes(args)
     args.page = page_to_write(args)
     return args
 
