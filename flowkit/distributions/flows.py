@@ -127,7 +127,9 @@ class Flow(nn.Module):
 
     def rsample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Reparameterised samples of shape ``sample_shape + batch + (D,)``."""
-        return self.rsample_and_log_prob(sample_shape, context)[0]
+        self._check_reparameterised()
+        transforms = self.conditioned_transforms(context)
+        return self._push(self._base_noise(sample_shape, context), transforms)[0]
 
     def sample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Samples without gradients."""
