@@ -236,6 +236,31 @@ def test_connectivity_counts_paths_through_several_layers():
     assert M.connectivity([a, b, c]).int().tolist() == [[0, 0], [0, 0], [1, 0]]
 
 
+def _reach_by_search(masks, residual):
+    """Reference for connectivity: follow edges unit by unit (no matrix products)."""
+    inputs = masks[0].shape[1]
+    reach = []
+    for source in range(inputs):
+        active = {source}
+        for mask, has_residual in zip(masks, residual):
+            nxt = {i for i in range(mask.shape[0]) if any(bool(mask[i, j]) for j in active)}
+            active = nxt | (active if has_residual else set())
+        reach.append([i in active for i in range(masks[-1].shape[0])])
+    return torch.tensor(reach, dtype=torch.bool).T
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_connectivity_equals_a_path_search(data):
+    widths = data.draw(st.lists(st.integers(1, 6), min_size=2, max_size=5))
+    density = data.draw(st.floats(0.1, 0.9))
+    generator = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    masks = [torch.rand(out, inp, generator=generator) < density for inp, out in zip(widths, widths[1:])]
+    # a residual connection needs a square layer
+    residual = [m.shape[0] == m.shape[1] and data.draw(st.booleans()) for m in masks]
+    assert torch.equal(M.connectivity(masks, residual), _reach_by_search(masks, residual))
+
+
 def test_lost_dependencies_hand_checked():
     reach = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.bool)
     # output 2 may see inputs 0 and 1 but sees only 1: (input 0, output 2) is lost
