@@ -61,6 +61,7 @@ PAPER_NLL = {"dna": (83.63, 79.66), "mushrooms": (9.68, 9.69), "nips": (280.25, 
 DEFAULT_MADE_UCI_DIR = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "made-uci").resolve()
 LOGIT_LAMBDA = 1e-6  # the MAF paper's for MNIST
 LEVELS = 17  # the digits' grey levels 0..16
+PANELS_PER_ROW = 3  # of the figure: more makes its text too small on the docs page
 
 
 def identity(batch: Tensor, generator: torch.Generator) -> Tensor:
@@ -357,21 +358,27 @@ def made_table(results: dict[str, tuple[Task, Outcome]], hidden: int) -> str:
 
 def plot(tasks: list[Task], results: dict, gaussians: dict[str, tuple[float, float]], made: dict, path: Path) -> None:
     """Mean test NLL as bars and the median as dots: one panel per flow dataset (with the
-    Gaussian), one per MADE dataset (with the paper's mean)."""
+    Gaussian), one per MADE dataset (with the paper's mean), three panels to a row so that
+    the text stays legible at the width of the docs page."""
     panels = len(tasks) + len(made)
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    columns = min(panels, PANELS_PER_ROW)
+    rows = math.ceil(panels / columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.7 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[panels:]:
+        ax.remove()
+    for ax, task in zip(axes, tasks):
         scores = [(results[task.name][lib].test_nll, results[task.name][lib].test_median) for lib in LIBRARIES]
         scores.append(gaussians[task.name])
         title = f"{task.name} (D={task.dim})"
         if task.name == "digits":
             title += f"\nuniform: {Digits.uniform_nll(task.dim):.1f}"
         _nll_panel(ax, [NAMES[lib] for lib in LIBRARIES] + ["Gaussian"], scores, ["C0", "C1", "C2", "C3", "C7"], title)
-    for ax, (name, (task, outcome)) in zip(axes[0][len(tasks):], made.items()):
+    for ax, (name, (task, outcome)) in zip(axes[len(tasks):], made.items()):
         paper = PAPER_NLL.get(name, (math.nan,))[0]
         scores = [(outcome.test_nll, outcome.test_median), (paper, math.nan)]
         _nll_panel(ax, ["flowkit", "paper"], scores, ["C0", "C7"], f"{name} (D={task.dim}), 1 mask")
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -391,9 +398,10 @@ def _nll_panel(ax, labels: list[str], scores: list[tuple[float, float]], colours
     else:
         margin = 0.1 * (high - low) + 0.05 * abs(high) + 1e-3
         ax.set_ylim(low - margin, high + margin)
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel("test NLL (nats)")
-    ax.tick_params(axis="x", labelsize=7, rotation=30)
+    ax.set_title(title, fontsize=13)
+    ax.set_ylabel("test NLL (nats)", fontsize=11)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.tick_params(axis="x", labelsize=11, rotation=30)
 
 
 # ------------------------------------------------------------------ main

@@ -11,6 +11,9 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The longest line a code block of the docs may have: the site's page is wide enough for it
+# (docs/stylesheets/extra.css), so a reader sees whole lines without scrolling.
+MAX_DOC_CODE_LINE = 88
 
 
 def perturb_(module, gain=1.5, seed=0):

@@ -1,6 +1,7 @@
 """Every third-party module the project imports is declared in pyproject.toml.
 
-Reads the import statements of ``flowkit/``, ``tests/``, ``examples/`` and ``benchmarks/``
+Reads the import statements of ``flowkit/``, ``tests/``, ``examples/``, ``benchmarks/`` and
+``docs_hooks/`` (the docs build's hooks)
 (and the string handed to ``flowkit.datasets``' ``_require``), maps each top-level module to
 the distribution that installs it, and checks that distribution is declared where a user
 would look for it: the core dependencies, or the extra that installs that folder's needs.
@@ -25,14 +26,16 @@ from helpers import REPO
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 # The extra that installs what each folder needs beyond the core dependencies. The test
-# suite runs the examples' and the benchmarks' quick modes, so ``test`` covers all of them.
+# suite runs the examples' and the benchmarks' quick modes and builds the docs, so ``test``
+# covers all of them.
 FOLDER_EXTRAS = {
     "flowkit": ["datasets"],
     "examples": ["examples"],
     "benchmarks": ["bench"],
+    "docs_hooks": ["docs"],
     "tests": ["test"],
 }
-SUITE_RUNS = ["flowkit", "tests", "examples", "benchmarks"]
+SUITE_RUNS = list(FOLDER_EXTRAS)
 
 
 def normalise(name: str) -> str:
@@ -143,6 +146,7 @@ def test_the_import_scan_finds_known_imports():
     assert {"torch", "pyro", "tqdm"} <= set(third_party_imports("flowkit"))
     assert {"sklearn", "skimage", "pandas", "h5py"} <= set(third_party_imports("flowkit"))
     assert {"zuko", "nflows"} <= set(third_party_imports("benchmarks"))
+    assert "mkdocs" in third_party_imports("docs_hooks")
     assert "helpers" not in third_party_imports("tests")  # a local module
 
 

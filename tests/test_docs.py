@@ -13,6 +13,10 @@ that renders it:
 
 Names that are modules (``flowkit.masks``) are covered by checking their own ``__all__``.
 So a new public name without documentation fails here, not only in a reader's browser.
+
+The code blocks of every page also keep their lines within ``MAX_DOC_CODE_LINE``
+characters, the width the site shows without scrolling (tests/test_docs_rendering.py
+checks that width in a browser).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from helpers import REPO
+from helpers import MAX_DOC_CODE_LINE, REPO
 
 import flowkit
 
@@ -189,3 +193,40 @@ def test_checker_needs_a_docstring_for_a_module_wide_directive(tmp_path, monkeyp
     covered = {name: is_documented(sample, name, module_wide) for name in sample.__all__}
     assert covered == {"SHAPES": True, "COLOURS": False, "area": True, "bare": False}
     assert is_documented(sample, "COLOURS", {"doc_check_sample.COLOURS"})
+
+
+# ------------------------------------------------------------------ code line length
+DOC_PAGES = sorted((REPO / "docs").rglob("*.md"))
+
+
+def long_code_lines(path: Path, limit: int = MAX_DOC_CODE_LINE) -> list[tuple[int, int]]:
+    """``(line number, length)`` of each line of a fenced block longer than ``limit``. A
+    block indented under a list item is measured from its fence's indentation, which the
+    rendered block leaves out."""
+    found, fence_indent = [], None
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        stripped = line.strip()
+        if fence_indent is None:
+            if stripped.startswith("```"):
+                fence_indent = len(line) - len(line.lstrip())
+        elif stripped == "```":  # only a bare fence closes a block
+            fence_indent = None
+        elif len(line) - fence_indent > limit:
+            found.append((number, len(line) - fence_indent))
+    return found
+
+
+def test_doc_code_lines_fit_the_page():
+    too_long = {
+        f"{path.relative_to(REPO)}:{number}": length for path in DOC_PAGES for number, length in long_code_lines(path)
+    }
+    assert len(DOC_PAGES) >= 20, DOC_PAGES
+    assert not too_long, f"code lines over {MAX_DOC_CODE_LINE} characters (file:line: length): {too_long}"
+
+
+def test_long_code_line_check_sees_long_lines(tmp_path):
+    page = tmp_path / "page.md"
+    lines = ["prose " * 30, "", "```python", "x" * 89, "y" * 88, "```", "- item", "", "    ```text", "    " + "z" * 88]
+    page.write_text("\n".join([*lines, "    ```", ""]))
+    assert long_code_lines(page) == [(4, 89)]  # prose is not code; the indented block is 88 wide
+    assert long_code_lines(page, limit=80) == [(4, 89), (5, 88), (10, 88)]
