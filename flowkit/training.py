@@ -78,7 +78,10 @@ def fit(
             validation NLL are restored at the end, and training stops after
             ``patience`` epochs without improvement.
         epochs: The most epochs to run.
-        batch_size: Rows per minibatch (per process when ``distributed``).
+        batch_size: Rows per minibatch (per process when ``distributed``). When one row
+            would be left for the last minibatch of an epoch, it joins the one before
+            (``batch_size + 1`` rows), so every row is used and batch normalisation never
+            sees a single row.
         lr: Learning rate.
         optimizer: An optimizer class, called as ``optimizer(params, lr=..., weight_decay=...)``.
         weight_decay: Passed to the optimizer.
@@ -297,13 +300,18 @@ class _ProcessGroup:
         torch.distributed.broadcast(value, src=0)
         return int(value)
 
-    def minibatches(self, num_rows: int, batch_size: int, generator: torch.Generator) -> tuple[Tensor, ...]:
+    def minibatches(self, num_rows: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
         """This process's rows of each minibatch of one epoch. Every process draws the same
         permutation and takes every ``size``-th row of it; the ``num_rows % size`` rows at
-        its end are left out of this epoch, so that all shares have the same size."""
+        its end are left out of this epoch, so that all shares have the same size. A
+        single row left over at the end joins the minibatch before it: batch
+        normalisation cannot normalise one row."""
         order = torch.randperm(num_rows, generator=generator, device="cpu")
         order = order[: num_rows - num_rows % self.size]
-        return order[self.rank :: self.size].split(batch_size)
+        batches = list(order[self.rank :: self.size].split(batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2:] = [torch.cat(batches[-2:])]
+        return batches
 
     def sum(self, value: Tensor) -> Tensor:
         if self.size > 1:

@@ -379,12 +379,45 @@ def test_context_errors_name_context(kind):
 @pytest.mark.parametrize("kind", ["maf", "iaf"])
 def test_x_errors_name_x(kind):
     flow = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0)
-    for bad in (torch.randn(4, 2), torch.randn(4, 4), torch.tensor(1.0), [0.0, 1.0, 2.0]):
+    for bad in (torch.randn(4, 2), torch.randn(4, 4), torch.tensor(1.0)):
         with pytest.raises(ValueError, match="x"):
+            flow.log_prob(bad)
+    for bad in ([0.0, 1.0, 2.0], torch.ones(4, 3, dtype=torch.long)):
+        with pytest.raises(TypeError, match="x"):
             flow.log_prob(bad)
     for value in (math.nan, math.inf):
         with pytest.raises(ValueError, match="x: holds inf or nan"):
             flow.log_prob(torch.tensor([[0.0, value, 1.0]]))
+
+
+@pytest.mark.parametrize(
+    "model_dtype, input_dtype",
+    [(torch.float32, torch.float64), (torch.float64, torch.float32), (torch.float64, torch.float16)],
+)
+def test_x_and_context_of_another_dtype_get_one_message(model_dtype, input_dtype):
+    """The same TypeError for MAF and IAF, for x and for the context of every entry,
+    raised before any arithmetic (a .double() IAF once promoted float32 silently)."""
+    def message(name):
+        return f"{name}: dtype {input_dtype} does not match the model's {model_dtype}; convert one of them"
+
+    for kind in ("maf", "iaf"):
+        plain = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0).to(model_dtype)
+        conditional = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0).to(model_dtype)
+        x, context = torch.zeros(4, 3, dtype=model_dtype), torch.zeros(4, 2, dtype=input_dtype)
+        with pytest.raises(TypeError) as error:
+            plain.log_prob(x.to(input_dtype))
+        assert str(error.value) == message("x")
+        calls = [
+            lambda: conditional.log_prob(x, context),
+            lambda: conditional.sample(context=context),
+            lambda: conditional.rsample(context=context),
+            lambda: conditional.rsample_and_log_prob(context=context),
+            lambda: conditional(context),
+        ]
+        for call in calls:
+            with pytest.raises(TypeError) as error:
+                call()
+            assert str(error.value) == message("context")
 
 
 @pytest.mark.parametrize("kind", ["maf", "iaf"])

@@ -158,6 +158,27 @@ def test_trace_elbo_uses_one_made_pass_per_iaf_step(num_transforms, made_passes)
     assert made_passes["n"] == num_transforms
 
 
+@pytest.mark.parametrize("options", [{}, {"fused": True}], ids=["Adam", "fused_Adam"])
+def test_svi_scores_each_step_from_the_cache_and_never_a_stale_value(options, made_passes):
+    """Across SVI steps: one MADE pass per IAF step and SVI step (the sample's), the score
+    from the cache. After a step of the same Pyro optimiser (fused: no version counter
+    moves), a sample drawn before it gets the new value."""
+    guide = make_guide("AutoIAF", constrained_model, num_transforms=2)
+    guide()
+    svi = SVI(constrained_model, guide, Adam({"lr": 1e-2, **options}), Trace_ELBO())
+    for _ in range(5):
+        made_passes["n"] = 0
+        assert math.isfinite(svi.step())
+        assert made_passes["n"] == 2
+    flow = guide.flow()  # a distribution over the flow's transforms
+    z = flow.rsample((4,))
+    stale = flow.log_prob(z)
+    (-stale.mean()).backward()
+    svi.optim(list(guide.flow.parameters()))  # no sample in between: the caches still hold z
+    torch.testing.assert_close(flow.log_prob(z), guide.flow.log_prob(z.detach().clone()), atol=1e-5, rtol=1e-5)
+    assert (flow.log_prob(z) - stale).abs().max() > 1e-4
+
+
 # ----------------------------------------------- 2. accuracy on a conjugate linear model
 def test_autoiaf_recovers_conjugate_linear_regression_posterior():
     torch.manual_seed(0)

@@ -156,6 +156,45 @@ def test_history_train_nll_is_the_row_weighted_mean_of_minibatch_losses():
     assert history.train_nll == pytest.approx([expected, expected], rel=1e-5)
 
 
+class RowCounter(LearnableGaussian):
+    """Records how many rows each call of log_prob sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def log_prob(self, x):
+        self.rows.append(len(x))
+        return super().log_prob(x)
+
+
+# rows -> minibatch sizes at batch_size=8: a single leftover row joins the minibatch before it
+MINIBATCH_SIZES = {2: [2], 7: [7], 8: [8], 9: [9], 10: [8, 2], 15: [8, 7], 16: [8, 8], 17: [8, 9], 25: [8, 8, 9]}
+
+
+@pytest.mark.parametrize("num_rows", MINIBATCH_SIZES)
+def test_a_single_leftover_row_joins_the_last_minibatch(num_rows):
+    model = RowCounter()
+    history = quiet_fit(model, noise(num_rows), epochs=2, batch_size=8)
+    assert model.rows == MINIBATCH_SIZES[num_rows] * 2
+    assert history.steps == 2 * len(MINIBATCH_SIZES[num_rows])
+
+
+@pytest.mark.parametrize("num_rows", [15, 16, 17, 23, 24, 25])
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batch_norm"])
+def test_fit_trains_on_every_data_size_around_a_multiple_of_the_batch_size(num_rows, batch_norm):
+    flow = maf(2, num_transforms=2, hidden_dims=[8], batch_norm=batch_norm, seed=0)
+    history = quiet_fit(flow, correlated_gaussian(num_rows), correlated_gaussian(8, seed=1), epochs=2, batch_size=8)
+    assert len(history.train_nll) == 2 and all(math.isfinite(v) for v in history.train_nll + history.valid_nll)
+
+
+def test_fit_with_batch_norm_at_the_default_batch_size_and_one_row_over():
+    """The issue's case: 1025 rows, 128 per minibatch, used to fail in the ninth step."""
+    flow = maf(2, num_transforms=2, hidden_dims=[8], batch_norm=True, seed=0)
+    history = quiet_fit(flow, correlated_gaussian(1025), epochs=1)
+    assert history.steps == 8 and math.isfinite(history.train_nll[0])
+
+
 def test_history_with_validation():
     train, valid = correlated_gaussian(64), correlated_gaussian(32, seed=1)
     history = quiet_fit(GaussianMADE(2, [8], seed=0), train, valid, epochs=4, batch_size=16)

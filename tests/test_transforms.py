@@ -138,10 +138,9 @@ def check_transform(make, x, x_other, jacobian_rows):
     x_data = make().inv(y_data.clone())
     torch.testing.assert_close(x_data, x_other, **TOL)
     torch.testing.assert_close(make()(x_data.clone()), y_data, **TOL)
-    # the same object with its cache cleared by hand
+    # the same object, asked about a copy (which its cache cannot answer)
     t = make()
     y = t(x)
-    t._cached_x_y = (None, None)
     torch.testing.assert_close(t.inv(y.clone()), x, **TOL)
 
     # log|det dy/dx| from autograd, through the uncached forward map
@@ -391,6 +390,65 @@ def test_conditional_transform_needs_context_made(cls):
 def test_bad_scale_floor_raises(scale_floor):
     with pytest.raises(ValueError, match="scale_floor"):
         affine_maf(3, [8], scale_floor=scale_floor)
+
+
+def entry_points(t, value):
+    """Every public entry of both directions of transform ``t``, each called with ``value``
+    where the other argument is a good tensor, and the argument's name."""
+    good = torch.zeros(4, t.input_dim, dtype=t.made.output_layer.weight.dtype)
+    return [
+        ("x", lambda: t(value)),
+        ("x", lambda: t.forward_and_log_det(value)),
+        ("y", lambda: t.inv(value)),
+        ("y", lambda: t.inverse_and_log_det(value)),
+        ("x", lambda: t.log_abs_det_jacobian(value, good)),
+        ("y", lambda: t.log_abs_det_jacobian(good, value)),
+    ]
+
+
+def transforms_of_every_kind(dtype):
+    made_kwargs = dict(hidden_dims=[8], seed=0)
+    plain = [affine_maf(3, **made_kwargs), affine_iaf(3, **made_kwargs)]
+    context = torch.zeros(2, dtype=dtype)
+    conditional = [
+        build(3, 2, **made_kwargs).to(dtype).condition(context)
+        for build in (conditional_affine_maf, conditional_affine_iaf)
+    ]
+    return [t.to(dtype) for t in plain] + conditional
+
+
+@pytest.mark.parametrize(
+    "model_dtype, input_dtype",
+    [(torch.float32, torch.float64), (torch.float64, torch.float32), (torch.float64, torch.float16)],
+)
+def test_every_direction_rejects_another_dtype_with_one_message(model_dtype, input_dtype):
+    """MAF and IAF, plain and conditioned, in both directions: the same TypeError, raised
+    before any arithmetic (no promotion, no error from inside torch)."""
+    for t in transforms_of_every_kind(model_dtype):
+        for name, call in entry_points(t, torch.zeros(4, 3, dtype=input_dtype)):
+            message = f"{name}: dtype {input_dtype} does not match the model's {model_dtype}; convert one of them"
+            with pytest.raises(TypeError) as error:
+                call()
+            assert str(error.value) == message, type(t).__name__
+
+
+def test_every_direction_rejects_a_wrong_shape_with_one_message():
+    for t in transforms_of_every_kind(torch.float32):
+        for name, call in entry_points(t, torch.zeros(4, 2)):
+            with pytest.raises(ValueError) as error:
+                call()
+            assert str(error.value) == f"{name}: expected shape (..., 3) with input_dim=3, got (4, 2)"
+
+
+@pytest.mark.parametrize("build", [conditional_affine_maf, conditional_affine_iaf])
+def test_condition_checks_the_context(build):
+    conditional = build(3, 2, hidden_dims=[8], seed=0)
+    with pytest.raises(TypeError, match="context: dtype torch.float64 does not match the model's torch.float32"):
+        conditional.condition(torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"context: expected shape \(\.\.\., 2\) with context_dim=2"):
+        conditional.condition(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="context: the MADE was built with context_dim=0"):
+        AffineIAF(MADE(3, [8], [1, 1], seed=0), context=torch.zeros(2))
 
 
 # --------------------------------------------------------------------------- Permute

@@ -29,6 +29,7 @@ from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
 from flowkit.nn import MADE
 from flowkit.nn.masks import make_order
 from flowkit._seeding import make_generator
+from flowkit._validation import check_tensor
 
 __all__ = ["Flow", "iaf", "maf"]
 
@@ -80,8 +81,8 @@ class Flow(nn.Module):
             raise ValueError("context: this flow was built with context_dim=0 and takes no context")
         if self.context_dim and context is None:
             raise ValueError(f"context: this flow needs a context of size context_dim={self.context_dim}")
-        if context is not None and (context.dim() == 0 or context.shape[-1] != self.context_dim):
-            raise ValueError(f"context: expected shape (..., {self.context_dim}), got {tuple(context.shape)}")
+        if context is not None:
+            check_tensor(context, "context", self.context_dim, "context_dim", self.base_loc.dtype)
 
     def _check_reparameterised(self) -> None:
         if self.base is not None:
@@ -113,9 +114,7 @@ class Flow(nn.Module):
         r"""Log-density of ``x`` (shape ``(..., D)``):
         \(\log p(x) = \log p_0(f^{-1}(x)) - \log |\det \partial f / \partial z|\), walking
         the transforms backwards, each inverse with its log-determinant in one sweep."""
-        if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[-1] != self.input_dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x: expected a tensor of shape (..., {self.input_dim}), got {shape}")
+        check_tensor(x, "x", self.input_dim, "input_dim", self.base_loc.dtype)
         # Reading the values back would split a torch.compile graph: checked in eager mode only.
         if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
             raise ValueError("x: holds inf or nan; a density is defined for finite points only")

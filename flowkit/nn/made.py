@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from flowkit.nn import masks as M
 from flowkit._seeding import make_generator
+from flowkit._validation import check_tensor
 
 __all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
 
@@ -363,19 +364,15 @@ class MADE(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _check_inputs(self, x: Tensor, context: Tensor | None) -> None:
-        _check_tensor(x, "x", self.input_dim, "input_dim")
         dtype = self.output_layer.weight.dtype
-        if x.dtype != dtype:
-            raise TypeError(f"x: dtype {x.dtype} does not match the MADE's {dtype}; convert one of them")
+        check_tensor(x, "x", self.input_dim, "input_dim", dtype)
         if self.context_dim == 0:
             if context is not None:
                 raise ValueError("context: this MADE was built with context_dim=0 and takes no context")
             return
         if context is None:
             raise ValueError(f"context: this MADE needs a context of size context_dim={self.context_dim}")
-        _check_tensor(context, "context", self.context_dim, "context_dim")
-        if context.dtype != x.dtype:
-            raise TypeError(f"context: dtype {context.dtype} does not match x's {x.dtype}")
+        check_tensor(context, "context", self.context_dim, "context_dim", dtype)
         try:
             torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
         except RuntimeError:
@@ -454,7 +451,7 @@ class MADE(nn.Module):
         """
         batch_shape = torch.Size(batch_shape)
         if context is not None:
-            _check_tensor(context, "context", self.context_dim, "context_dim")
+            check_tensor(context, "context", self.context_dim, "context_dim")
             try:
                 batch_shape = torch.broadcast_shapes(batch_shape, context.shape[:-1])
             except RuntimeError:
@@ -571,13 +568,4 @@ def _check_int_list(values: Sequence[int], name: str) -> list[int]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected positive ints, got {values}")
     return values
-
-
-def _check_tensor(value: object, name: str, size: int, size_name: str) -> None:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {value.dtype} (use .float())")
-    if value.dim() == 0 or value.shape[-1] != size:
-        raise ValueError(f"{name}: expected shape (..., {size}) with {size_name}={size}, got {tuple(value.shape)}")
 

@@ -31,6 +31,7 @@ from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor
 
+from flowkit._validation import check_tensor
 from flowkit.nn import MADE
 from flowkit.transforms.cache import CachedTransformModule
 
@@ -69,12 +70,25 @@ class _AffineAutoregressive(CachedTransformModule):
         _check_made(made)
         if not 0.0 < scale_floor < 1.0:
             raise ValueError(f"scale_floor: expected a float in (0, 1), got {scale_floor!r}")
+        if context is not None:
+            _check_context(made, context)
         self.made = made
         self.context = context
         self.stable = stable
         self.scale_floor = scale_floor
         self.sigmoid_bias = sigmoid_bias
         self._softplus_shift = math.log(math.expm1(1.0 - scale_floor))  # u = 0 gives scale 1
+
+    @property
+    def input_dim(self) -> int:
+        """The event size ``D``, the MADE's."""
+        return self.made.input_dim
+
+    def _dtype(self) -> torch.dtype:
+        return self.made.output_layer.weight.dtype
+
+    def _extra_watched_tensors(self) -> list[Tensor]:
+        return [] if self.context is None else [self.context]
 
     # The map y = shift + scale * x, from the MADE's two outputs per input.
     def _affine(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -134,12 +148,12 @@ class AffineIAF(_AffineAutoregressive):
         torch.Size([5, 3])
     """
 
-    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """One MADE pass over the noise ``x``."""
         shift, scale, log_scale = self._one_pass(x)
         return shift + scale * x, log_scale.sum(-1)
 
-    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Sequential: ``x_i = (y_i - mu_i(x_<i)) / sigma_i(x_<i)`` in the MADE's order."""
         x, params = self._sequential(lambda shift, scale, i: (y[..., i] - shift) / scale, y.shape[:-1])
         return x, self._affine(params)[2].sum(-1)
@@ -162,12 +176,12 @@ class AffineMAF(_AffineAutoregressive):
         True
     """
 
-    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Sequential: ``y_i = mu_i(y_<i) + sigma_i(y_<i) x_i`` in the MADE's order."""
         y, params = self._sequential(lambda shift, scale, i: shift + scale * x[..., i], x.shape[:-1])
         return y, self._affine(params)[2].sum(-1)
 
-    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """One MADE pass over the data ``y``."""
         shift, scale, log_scale = self._one_pass(y)
         return (y - shift) / scale, log_scale.sum(-1)
@@ -295,6 +309,12 @@ def conditional_affine_maf(
     [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf], plus ``context_dim``, the size of the context."""
     made_kwargs, transform_kwargs = _split_kwargs(kwargs)
     return ConditionalAffineMAF(_made(input_dim, hidden_dims, context_dim, **made_kwargs), **transform_kwargs)
+
+
+def _check_context(made: MADE, context: Tensor) -> None:
+    if made.context_dim == 0:
+        raise ValueError("context: the MADE was built with context_dim=0 and takes no context")
+    check_tensor(context, "context", made.context_dim, "context_dim", made.output_layer.weight.dtype)
 
 
 def _check_made(made: object) -> None:

@@ -1,5 +1,6 @@
 r"""The base of flowkit's transforms: both directions with their log-determinant in one
-pass, and a one-pair cache that cannot go stale.
+pass, one input check per direction, and a one-pair cache that never answers what
+computing afresh would not.
 
 Every flowkit transform computes ``y`` and \(\log |\det \partial y / \partial x|\) together,
 in either direction ([`forward_and_log_det`][flowkit.transforms.cache.CachedTransformModule.forward_and_log_det],
@@ -10,87 +11,142 @@ bookkeeping, nothing that ``torch.compile`` cannot trace.
 Through Pyro's interface (``t(x)``, ``t.inv(y)``, ``t.log_abs_det_jacobian(x, y)``, as
 ``TransformedDistribution`` calls them), the transform remembers the last ``(x, y)`` pair
 and its log-determinant, so ``log_abs_det_jacobian`` of a pair just computed costs
-nothing: that is what makes the density of an IAF's own samples free. The pair is
-forgotten when the module changes: an optimiser step (parameters updated in place), new
-running statistics or masks (buffers), or a switch between training and eval mode.
-Otherwise a tensor scored twice across an SVI step would get the old value, or a graph
-that was already freed.
+nothing: that is what makes the density of an IAF's own samples free. The cache answers
+only when all of these still hold:
+
+* the tensors asked about are the very objects of the cached pair, and neither was
+  changed in place since (their version counters: every in-place op, also through a
+  view or ``detach()``, counts);
+* every parameter and buffer of the transform (and a conditioned transform's context)
+  holds bit for bit the value it held then. This is checked by value, against a copy
+  taken when the pair was computed, because several common writes leave no other trace:
+  ``torch.optim.Adam(fused=True)``, ``p.data.add_(...)`` (Polyak averaging),
+  ``p.data = ...`` and ``torch.nn.utils.vector_to_parameters`` (after which the
+  parameters are views of a vector that can change later). Optimiser steps of every
+  kind, ``load_state_dict``, ``set_mask`` and updated running statistics are all seen;
+* every submodule is in the same training or eval mode;
+* the pair was computed with gradients enabled, unless they are disabled now: a pair
+  from ``sample()`` (which runs under ``torch.no_grad()``) carries no graph, so
+  ``log_prob`` of it with gradients on computes afresh and can be differentiated (the
+  score-function gradient of REINFORCE needs that).
+
+The copy holds one more set of the transform's parameters and buffers, and a check
+reads both sets: about twice what one MADE pass over a single row reads. Measured on one
+CPU thread, for a 10-dimensional IAF step with two hidden layers of 64 units: 30 µs to
+check and 25 µs to copy, where one MADE pass takes 70 to 300 µs (1 to 1,024 rows) and
+the sequential inversion that a hit saves 0.6 ms; for 784 dimensions and two layers of
+1,024 units, 4 ms to check against 3 ms (one row) to 86 ms (1,024 rows) for one pass and
+50 ms for the inversion. On a GPU, the comparison of each tensor waits for the device.
+
+Not watched: Python attributes reassigned after construction (``scale_floor``, ``eps``,
+an activation), and writes to the cached ``x`` or ``y`` that bypass their version
+counters (``.data``, NumPy views); build a new transform, or pass a new tensor, after
+those. Pairs computed in inference mode are not cached (inference tensors keep no
+version counter). Under ``torch.compile`` the cache is not used at all; under
+``torch.jit.trace`` it answers only within the trace that filled it, without the value
+check (a replay of the trace recomputes both ends of every answer it recorded).
 """
 
 from __future__ import annotations
 
 import contextlib
-from itertools import chain
+from dataclasses import dataclass
 
+import torch
 from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor
+
+from flowkit._validation import check_tensor
 
 __all__ = ["CachedTransformModule"]
 
 
-class CachedTransformModule(TransformModule):
-    """A ``TransformModule`` that computes each direction with its log-determinant, and
-    caches the last pair (plus its log-determinant) until a parameter or buffer changes
-    in place or the train/eval mode changes.
+@dataclass
+class _CachedPair:
+    """The last pair a transform computed, with everything its answers depend on."""
 
-    Subclasses implement
-    [`forward_and_log_det`][flowkit.transforms.cache.CachedTransformModule.forward_and_log_det],
-    [`inverse_and_log_det`][flowkit.transforms.cache.CachedTransformModule.inverse_and_log_det]
-    and ``_log_abs_det_jacobian(x, y)`` (the log-determinant of a pair that is not cached).
+    x: Tensor
+    y: Tensor
+    log_det: Tensor
+    versions: tuple[int, int, bool, bool]  # of x and y right after the pass, and their requires_grad
+    grad_enabled: bool
+    modes: tuple[bool, ...]  # training of every submodule, requires_grad of every watched tensor
+    tracing_state: object | None  # the torch.jit.trace that filled it, if any
+    values: list[Tensor] | None  # copies of the watched tensors; None under tracing
+
+
+class CachedTransformModule(TransformModule):
+    """A ``TransformModule`` that checks its inputs, computes each direction with its
+    log-determinant, and caches the last pair (plus its log-determinant) for as long as
+    recomputing it would give the same answer (see the module's description).
+
+    Subclasses set ``input_dim`` and implement ``_forward_and_log_det(x)``,
+    ``_inverse_and_log_det(y)`` and ``_log_abs_det_jacobian(x, y)`` (the log-determinant
+    of a pair that is not cached); the public methods check the inputs first.
     """
 
     # Pyro's TransformModule hashes through super(), which torch.compile cannot trace.
     __hash__ = object.__hash__
+    input_dim: int
 
     def __init__(self):
+        # cache_size=1 for torch's bookkeeping; flowkit's cache is _cache, torch's own
+        # (x, y) slot _cached_x_y stays empty.
         super().__init__(cache_size=1)
-        self._cached_log_det: tuple[Tensor, ...] = ()  # a tuple, so a Parameter is never registered
-        self._cache_key: tuple | None = None
+        self._cache: _CachedPair | None = None
 
-    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""``(y, log|det dy/dx|)`` for noise-side ``x``; the log-determinant has shape
-        ``x.shape[:-1]``. Uses no cache."""
+    # ------------------------------------------------------ what subclasses provide
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        r"""``(x, log|det dy/dx|)`` for data-side ``y``: the inverse, with the
-        log-determinant of the forward map at that pair. Uses no cache."""
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _dtype(self) -> torch.dtype | None:
+        """The dtype inputs must have, the parameters'; ``None`` (any floating-point
+        dtype) for a transform without parameters."""
+        return None
+
+    def _extra_watched_tensors(self) -> list[Tensor]:
+        """Tensors besides parameters and buffers that the results depend on."""
+        return []
+
+    # ------------------------------------------------------------- the two directions
+    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(y, log|det dy/dx|)`` for noise-side ``x`` of shape ``(..., input_dim)``; the
+        log-determinant has shape ``x.shape[:-1]``. Uses no cache."""
+        self._check_input(x, "x")
+        return self._forward_and_log_det(x)
+
+    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(x, log|det dy/dx|)`` for data-side ``y`` of shape ``(..., input_dim)``: the
+        inverse, with the log-determinant of the forward map at that pair. Uses no cache."""
+        self._check_input(y, "y")
+        return self._inverse_and_log_det(y)
+
+    def _check_input(self, value: Tensor, name: str) -> None:
+        check_tensor(value, name, self.input_dim, "input_dim", self._dtype())
+
     # ------------------------------------------------------------ Pyro's interface
-    def _state_key(self) -> tuple:
-        return self.training, tuple(t._version for t in chain(self.parameters(), self.buffers()))
-
-    def _cache_holds(self, x: Tensor | None, y: Tensor | None) -> bool:
-        """Whether the cached pair is ``(x, y)`` (``None`` matches either side) and was
-        computed by the module as it is now."""
-        x_old, y_old = self._cached_x_y
-        if x_old is None or (x is not None and x is not x_old) or (y is not None and y is not y_old):
-            return False
-        return self._state_key() == self._cache_key
-
-    def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
-        self._cached_x_y = x, y
-        self._cached_log_det = (log_det,)
-        self._cache_key = self._state_key()  # after the pass: an inverse may update running statistics
-
     def __call__(self, x: Tensor) -> Tensor:
-        if self._cache_holds(x, None):
-            return self._cached_x_y[1]
-        y, log_det = self.forward_and_log_det(x)
+        self._check_input(x, "x")
+        if self._cache_answers(x, None):
+            return self._cache.y
+        y, log_det = self._forward_and_log_det(x)
         self._remember(x, y, log_det)
         return y
 
     def _inv_call(self, y: Tensor) -> Tensor:
-        if self._cache_holds(None, y):
-            return self._cached_x_y[0]
+        self._check_input(y, "y")
+        if self._cache_answers(None, y):
+            return self._cache.x
         # A module converted by pyro.nn.module.to_pyro_module_ registers its parameters
         # only inside its Pyro context, which Pyro enters in __call__ but not here.
         with getattr(self, "_pyro_context", contextlib.nullcontext()):
-            x, log_det = self.inverse_and_log_det(y)
+            x, log_det = self._inverse_and_log_det(y)
         self._remember(x, y, log_det)
         return x
 
@@ -102,15 +158,94 @@ class CachedTransformModule(TransformModule):
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         r"""\(\log |\det \partial y / \partial x|\): from the cache (no pass at all) when
-        ``(x, y)`` is the pair last computed, else computed."""
-        if self._cache_holds(x, y):
-            return self._cached_log_det[0]
+        ``(x, y)`` is the pair last computed and nothing it depends on changed, else
+        computed."""
+        self._check_input(x, "x")
+        self._check_input(y, "y")
+        if self._cache_answers(x, y):
+            return self._cache.log_det
         return self._log_abs_det_jacobian(x, y)
+
+    # ------------------------------------------------------------------- the cache
+    def _cache_answers(self, x: Tensor | None, y: Tensor | None) -> bool:
+        """Whether the cached pair is ``(x, y)`` (``None`` matches either side) and its
+        answers are what computing afresh would give now."""
+        if torch.compiler.is_compiling() or self._cache is None:
+            return False
+        pair = self._cache
+        if (x is not None and x is not pair.x) or (y is not None and y is not pair.y):
+            return False
+        if _versions(pair.x, pair.y) != pair.versions:
+            return False
+        if torch.is_grad_enabled() and not pair.grad_enabled:
+            return False
+        if _tracing_state() is not pair.tracing_state:
+            return False
+        tensors, modes = self._watched_state()
+        return modes == pair.modes and (pair.values is None or _same_values(tensors, pair.values))
+
+    def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
+        """Caches the pair just computed (after the pass: an inverse may have updated
+        running statistics), reusing the previous copy's memory where it fits."""
+        if torch.compiler.is_compiling():  # compiled code keeps no Python state
+            return
+        previous = self._cache.values if self._cache is not None else None
+        self._cache = None  # nothing half-updated can ever answer
+        if x.is_inference() or y.is_inference():  # they keep no version counter
+            return
+        tracing_state = _tracing_state()
+        tensors, modes = self._watched_state()
+        values = None if tracing_state is not None else _copy_values(tensors, previous)
+        self._cache = _CachedPair(x, y, log_det, _versions(x, y), torch.is_grad_enabled(), modes, tracing_state, values)
+
+    def _watched_state(self) -> tuple[list[Tensor], tuple[bool, ...]]:
+        """Every tensor besides ``x`` and ``y`` that the results depend on (parameters,
+        buffers, extras), and the modes that shape the results: the training flag of every
+        submodule and whether each tensor requires gradients (a frozen parameter's answer
+        has no graph for it). One walk over the submodules, three times faster than
+        ``parameters()``, ``buffers()`` and ``modules()``."""
+        tensors, training = list(self._extra_watched_tensors()), []
+        for module in self.modules():
+            training.append(module.training)
+            tensors += [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
+        return tensors, (*training, *(t.requires_grad for t in tensors))
 
     def __getstate__(self) -> dict:
         # Cached tensors belong to an autograd graph: never pickle or deepcopy them.
         state = super().__getstate__()
-        state["_cached_x_y"] = None, None
-        state["_cached_log_det"] = ()
-        state["_cache_key"] = None
+        state["_cache"] = None
         return state
+
+
+def _versions(x: Tensor, y: Tensor) -> tuple[int, int, bool, bool]:
+    """What in-place changes (and ``requires_grad_()``) of ``x`` and ``y`` change."""
+    return x._version, y._version, x.requires_grad, y.requires_grad
+
+
+def _tracing_state() -> object | None:
+    """The ``torch.jit.trace`` in progress (one object for the whole trace), or ``None``."""
+    return torch._C._get_tracing_state()
+
+
+def _same_layout(tensors: list[Tensor], copies: list[Tensor]) -> bool:
+    return len(tensors) == len(copies) and all(
+        t.shape == c.shape and t.dtype == c.dtype and t.device == c.device for t, c in zip(tensors, copies)
+    )
+
+
+def _same_values(tensors: list[Tensor], copies: list[Tensor]) -> bool:
+    # torch.equal compares shapes, but promotes dtypes (a float32 and a float64 copy of a
+    # value are equal to it) and raises across devices.
+    return len(tensors) == len(copies) and all(
+        t.dtype == c.dtype and t.device == c.device and torch.equal(t, c) for t, c in zip(tensors, copies)
+    )
+
+
+def _copy_values(tensors: list[Tensor], previous: list[Tensor] | None) -> list[Tensor]:
+    """Copies of ``tensors``, outside any graph; into ``previous`` when it has their
+    layout (one multi-tensor copy, about 4x faster than allocating new copies)."""
+    with torch.no_grad():
+        if previous is not None and _same_layout(tensors, previous):
+            torch._foreach_copy_(previous, tensors)
+            return previous
+        return [tensor.detach().clone() for tensor in tensors]

@@ -31,23 +31,17 @@ class _ElementwiseAffine(CachedTransformModule):
             raise ValueError(f"input_dim: expected a positive int, got {input_dim!r}")
         self.input_dim = input_dim
 
-    def _check(self, value: Tensor, name: str) -> None:
-        if value.dim() == 0 or value.shape[-1] != self.input_dim:
-            raise ValueError(f"{name}: expected shape (..., {self.input_dim}), got {tuple(value.shape)}")
-
     def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``y = shift + exp(log_scale) * x`` and its log-determinant."""
-        self._check(x, "x")
         shift, log_scale = self._shift_log_scale(None)
         return shift + log_scale.exp() * x, log_scale.sum(-1).expand(x.shape[:-1])
 
-    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``x = (y - shift) / exp(log_scale)`` (the normalising direction) and the
         log-determinant of the forward map."""
-        self._check(y, "y")
         shift, log_scale = self._shift_log_scale(y)
         return (y - shift) * (-log_scale).exp(), log_scale.sum(-1).expand(y.shape[:-1])
 
@@ -91,6 +85,9 @@ class BatchNorm(_ElementwiseAffine):
         self.register_buffer("running_mean", torch.zeros(input_dim))
         self.register_buffer("running_var", torch.ones(input_dim))
 
+    def _dtype(self) -> torch.dtype:
+        return self.log_gamma.dtype
+
     def _statistics(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
         if y is None or not self.training:
             return self.running_mean, self.running_var
@@ -105,10 +102,10 @@ class BatchNorm(_ElementwiseAffine):
         log_scale = 0.5 * (var + self.eps).log() - self.log_gamma
         return mean - self.beta * log_scale.exp(), log_scale
 
-    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Normalises ``y`` with its batch statistics in training mode (and updates the
         running averages), with the running averages in eval mode."""
-        x, log_det = super().inverse_and_log_det(y)
+        x, log_det = super()._inverse_and_log_det(y)
         if self.training:
             with torch.no_grad():
                 mean, var = self._statistics(y)
@@ -150,12 +147,14 @@ class ActNorm(_ElementwiseAffine):
         ``load_state_dict``, or by ``DistributedDataParallel`` copying rank 0's)."""
         self._initialized = bool(self.initialized)
 
+    def _dtype(self) -> torch.dtype:
+        return self.shift.dtype
+
     def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.shift, self.log_scale
 
-    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Normalises ``y``; the first call in training mode initialises from ``y``."""
-        self._check(y, "y")
         if self.training and not self._initialized:
             flat = y.detach().reshape(-1, self.input_dim)
             if flat.shape[0] < 2:
@@ -167,4 +166,4 @@ class ActNorm(_ElementwiseAffine):
                 self.log_scale.copy_(flat.std(0).clamp(min=1e-6).log())
                 self.initialized.fill_(True)
             self._initialized = True
-        return super().inverse_and_log_det(y)
+        return super()._inverse_and_log_det(y)

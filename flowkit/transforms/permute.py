@@ -42,18 +42,17 @@ class Permute(CachedTransformModule):
         self.register_buffer("permutation", permutation.to(device))
         self.register_buffer("inverse_permutation", torch.argsort(permutation).to(device))
 
-    def _check(self, x: Tensor, name: str) -> None:
-        if x.dim() == 0 or x.shape[-1] != len(self.permutation):
-            raise ValueError(f"{name}: expected shape (..., {len(self.permutation)}), got {tuple(x.shape)}")
+    @property
+    def input_dim(self) -> int:
+        """The number of dimensions ``D``."""
+        return len(self.permutation)
 
-    def forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x[..., permutation]`` and a zero log-determinant (volume is preserved)."""
-        self._check(x, "x")
         return x.index_select(-1, self.permutation), x.new_zeros(x.shape[:-1])
 
-    def inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``y[..., inverse_permutation]`` and a zero log-determinant."""
-        self._check(y, "y")
         return y.index_select(-1, self.inverse_permutation), y.new_zeros(y.shape[:-1])
 
     def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
