@@ -812,6 +812,20 @@ def test_set_mask_out_of_range(index):
     assert int(made.mask_index) == 0
 
 
+def test_sequential_batch_shape_may_be_an_int(plain_made):
+    step = lambda p, i: p[..., 0]  # noqa: E731
+    x, _ = plain_made.sequential(step, batch_shape=4)
+    assert x.shape == (4, plain_made.input_dim)
+    with pytest.raises(TypeError, match="batch_shape: expected"):
+        plain_made.sequential(step, batch_shape=4.0)
+
+
+def test_numpy_input_is_a_type_error_that_suggests_torch_as_tensor(plain_made):
+    array = torch.zeros(2, plain_made.input_dim).numpy()
+    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got numpy.ndarray; .*torch.as_tensor\(x\)"):
+        plain_made(array)
+
+
 def test_sequential_bad_method(plain_made):
     with pytest.raises(ValueError, match="method"):
         plain_made.sequential(lambda p, i: p[..., 0], batch_shape=(2,), method="foo")

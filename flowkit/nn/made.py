@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from flowkit.nn import masks as M
 from flowkit._seeding import make_generator
+from flowkit._validation import as_shape, check_is_tensor
 
 __all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
 
@@ -417,7 +418,7 @@ class MADE(nn.Module):
     def sequential(
         self,
         step: Callable[[Tensor, int], Tensor],
-        batch_shape: Sequence[int] = (),
+        batch_shape: int | Sequence[int] = (),
         context: Tensor | None = None,
         method: str = "fast",
     ) -> tuple[Tensor, Tensor]:
@@ -438,7 +439,7 @@ class MADE(nn.Module):
         Args:
             step: ``step(params, i) -> x_i``, with ``params`` of shape
                 ``(*batch, sum(param_dims))`` and ``x_i`` of shape ``batch``.
-            batch_shape: The batch shape of ``x`` (broadcast with the context's).
+            batch_shape: The batch shape of ``x``, an int or a shape (broadcast with the context's).
             context: The context, if the MADE has one.
             method: ``"fast"`` or ``"naive"``.
 
@@ -452,7 +453,7 @@ class MADE(nn.Module):
             >>> torch.allclose(params, made.raw_output(x))
             True
         """
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = as_shape(batch_shape, "batch_shape")
         if context is not None:
             _check_tensor(context, "context", self.context_dim, "context_dim")
             try:
@@ -574,8 +575,7 @@ def _check_int_list(values: Sequence[int], name: str) -> list[int]:
 
 
 def _check_tensor(value: object, name: str, size: int, size_name: str) -> None:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    check_is_tensor(value, name)
     if not value.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {value.dtype} (use .float())")
     if value.dim() == 0 or value.shape[-1] != size:
