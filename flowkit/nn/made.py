@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit.nn import masks as M
+from flowkit._callsite import user_stacklevel
 from flowkit._seeding import make_generator
 from flowkit._validation import as_shape, check_is_tensor
 
@@ -301,15 +302,15 @@ class MADE(nn.Module):
             lost = M.lost_dependencies(reach, input_degrees, input_degrees)
             if not lost:
                 continue
-            shown = ", ".join(f"{j}->{i}" for j, i in lost[:8]) + (", ..." if len(lost) > 8 else "")
+            shown = ", ".join(f"input {j} -> output {i}" for j, i in lost[:8]) + (", ..." if len(lost) > 8 else "")
             message = (
                 f"MADE(input_dim={self.input_dim}, hidden_dims={self.hidden_dims}): mask set {index} "
-                f"cannot connect {len(lost)} of {allowed} allowed (input->output) pairs: {shown}. "
+                f"cannot connect {len(lost)} of {allowed} allowed (input, output) pairs (0-based indices): {shown}. "
                 f"Layers of width >= {needed} keep them all; made.lost_dependencies() lists them."
             )
             if action == "raise":
                 raise ValueError(f"hidden_dims: {message}")
-            warnings.warn(message, LostDependencyWarning, stacklevel=3)
+            warnings.warn(message, LostDependencyWarning, stacklevel=user_stacklevel())
 
     # ----------------------------------------------------------------- mask sets
     def _check_index(self, index: int | None) -> int:
