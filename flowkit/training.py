@@ -24,13 +24,18 @@ Data = Tensor | tuple[Tensor, Tensor]
 @dataclass
 class History:
     """What [`fit`][flowkit.training.fit] did: per-epoch mean training and validation negative
-    log-likelihoods, the epoch whose weights were kept, and the number of steps."""
+    log-likelihoods, the epoch whose weights were kept, and the number of steps.
+
+    Epochs count from 0: ``best_epoch`` indexes ``valid_nll``. When early stopping ended
+    training, ``stopped_early`` is True and ``stopped_epoch`` is the last epoch run
+    (``None`` when every epoch ran)."""
 
     train_nll: list[float] = field(default_factory=list)
     valid_nll: list[float] = field(default_factory=list)
     best_epoch: int = -1
     steps: int = 0
     stopped_early: bool = False
+    stopped_epoch: int | None = None
 
     @property
     def best_valid_nll(self) -> float:
@@ -183,8 +188,10 @@ def fit(
             if not improved:
                 waited += 1
                 if patience is not None and waited >= patience:
-                    history.stopped_early = True
+                    history.stopped_early, history.stopped_epoch = True, epoch
                     bar.set_postfix(postfix)
+                    if not bar.disable:  # the bar vanishes when it closes (leave=False): say why it ended
+                        tqdm.write(_early_stop_message(history))
                     break
         else:
             history.best_epoch = epoch
@@ -331,6 +338,15 @@ class _ProcessGroup:
 
 def _log_prob(model: nn.Module, x: Tensor, context: Tensor | None) -> Tensor:
     return model.log_prob(x) if context is None else model.log_prob(x, context)
+
+
+def _early_stop_message(history: History) -> str:
+    waited = history.stopped_epoch - history.best_epoch
+    return (
+        f"fit: stopped at epoch {history.stopped_epoch}, best epoch {history.best_epoch}: no better validation NLL "
+        f"for {waited} epochs (best {history.best_valid_nll:.3f}, whose weights are restored). "
+        "Epochs count from 0, as in History."
+    )
 
 
 def _check_widths(model: nn.Module, x: Tensor, context: Tensor | None, name: str) -> None:

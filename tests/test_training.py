@@ -122,6 +122,7 @@ def test_fit_stops_early_when_validation_cannot_improve():
     assert len(history.valid_nll) == epochs_run
     # it stopped exactly `patience` epochs after the last improvement
     assert epochs_run == history.best_epoch + 2 + 1
+    assert history.stopped_epoch == epochs_run - 1  # epochs count from 0, as best_epoch does
     assert min(history.valid_nll[history.best_epoch + 1 :]) >= history.valid_nll[history.best_epoch]
     assert mean_nll(model, valid) == pytest.approx(history.best_valid_nll, rel=1e-6, abs=1e-6)
 
@@ -131,6 +132,7 @@ def test_patience_none_never_stops():
     history = quiet_fit(GaussianMADE(2, [8], seed=0), train, valid, epochs=8, lr=0.5, patience=None)
     assert len(history.train_nll) == 8
     assert not history.stopped_early
+    assert history.stopped_epoch is None
 
 
 def test_history_without_validation():
@@ -300,6 +302,21 @@ def test_progress_true_shows_a_bar(capsys):
     quiet_fit(GaussianMADE(2, [8], seed=0), noise(32), epochs=2, batch_size=16, progress=True)
     captured = capsys.readouterr()
     assert "fit" in captured.out + captured.err
+    assert "stopped" not in captured.out + captured.err  # it ran every epoch
+
+
+def test_early_stopping_says_where_it_stopped_and_which_epoch_it_kept(capsys):
+    """The bar vanishes when fit ends, so an early stop is said in a line of its own."""
+    train, valid = noise(256), noise(128, seed=1)
+    history = quiet_fit(GaussianMADE(2, [16], seed=0), train, valid, epochs=50, batch_size=32, lr=0.5, patience=2,
+                        progress=True)  # fmt: skip
+    assert history.stopped_early
+    captured = capsys.readouterr()
+    said = f"fit: stopped at epoch {history.stopped_epoch}, best epoch {history.best_epoch}: "
+    assert said in captured.out + captured.err, captured
+    assert f"(best {history.best_valid_nll:.3f}, whose weights are restored)" in captured.out + captured.err
+    quiet_fit(GaussianMADE(2, [16], seed=0), train, valid, epochs=50, batch_size=32, lr=0.5, patience=2)
+    assert capsys.readouterr() == ("", ""), "progress=False must stay silent, early stop or not"
 
 
 # ------------------------------------------------------------ conditional data
