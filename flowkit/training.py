@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -191,7 +192,7 @@ def fit(
                     history.stopped_early, history.stopped_epoch = True, epoch
                     bar.set_postfix(postfix)
                     if not bar.disable:  # the bar vanishes when it closes (leave=False): say why it ended
-                        tqdm.write(_early_stop_message(history))
+                        tqdm.write(_early_stop_message(history), file=sys.stderr)  # where the bar was
                     break
         else:
             history.best_epoch = epoch
