@@ -12,8 +12,10 @@ Two datasets, both bundled with their packages (no download):
 * digits: scikit-learn's 8x8 digits with their 17 grey levels.
 
 Prints the test negative log-likelihood (nats per image, and bits per pixel) and writes
-``face_completion.png``: originals, the visible half, the greedy (mode) completion and
-several sampled completions.
+``face_completion.png``: for each dataset, headed by its test NLL, the originals, their
+visible top half, the greedy (mode) completion and several sampled completions. Blue
+marks the hidden bottom half: filled where it is hidden, outlined where the model
+completed it.
 
     python examples/face_completion.py
     python examples/face_completion.py --quick   # tiny run (the test suite's smoke test)
@@ -24,12 +26,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from dataclasses import dataclass
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 import flowkit  # noqa: E402
 from flowkit.datasets import load_digits, load_faces  # noqa: E402
@@ -67,34 +71,82 @@ def complete_bottom(
     before it) and ``draws`` sampled completions of the bottom half, given the top half."""
     observed = torch.arange(side * side) < (side // 2) * side
     assert model.is_exact_completion(observed)  # raster order: the top half comes first
-    completions = [("greedy mode", model.complete(images, observed, method="mode"))]
-    return completions + [(f"sample {k + 1}", model.complete(images, observed)) for k in range(draws)]
+    completions = [("greedy completion\n(each pixel's mode)", model.complete(images, observed, method="mode"))]
+    return completions + [(f"sampled completion {k + 1}", model.complete(images, observed)) for k in range(draws)]
 
 
-def plot(panels: list[tuple[str, dict, torch.Tensor, list[torch.Tensor]]], path: str) -> None:
-    """One block per dataset: originals, visible half, completions."""
-    rows = sum(2 + len(completions) for *_, completions in panels)
-    columns = max(len(images) for _, _, images, _ in panels)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.1 * columns, 1.15 * rows), squeeze=False)
-    cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")  # the hidden half shows blue
-    row = 0
-    for name, data, images, completions in panels:
-        side, top = data["side"], data["side"] // 2
-        visible = images.clone().float()
-        visible[:, top * side :] = float("nan")  # hidden part shows as blank
-        blocks = [("original", images.float()), ("visible top half", visible)] + completions
-        for label, block in blocks:
-            block = block.float()
-            for col in range(columns):
-                ax = axes[row, col]
-                ax.axis("off")
-                if col < len(block):
-                    ax.imshow(block[col].reshape(side, side), cmap=cmap, vmin=0, vmax=data["levels"] - 1)
-            axes[row, 0].set_title(f"{name}: {label}", fontsize=7, loc="left")
-            row += 1
-    fig.tight_layout()
+@dataclass
+class Panel:
+    """One dataset's block of the figure: its test NLL, the test images and their completions."""
+
+    name: str
+    data: dict
+    nll: float
+    images: torch.Tensor
+    completions: list[tuple[str, torch.Tensor]]
+
+
+HIDDEN = "tab:blue"  # the hidden half: filled where it is hidden, outlined where the model completed it
+
+
+def plot(panels: list[Panel], path: str) -> None:
+    """Writes the figure of ``panels`` to ``path``."""
+    fig = figure(panels)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def figure(panels: list[Panel]) -> plt.Figure:
+    """One block per dataset, headed by its test NLL: originals, the visible top half, then
+    the completions; a column per test image. Blue marks the hidden bottom half."""
+    columns = max(len(panel.images) for panel in panels)
+    heights = [2 + len(panel.completions) for panel in panels]
+    width = max(1.1 * columns + 1.6, 7.5)  # room for the titles however few images are shown
+    fig = plt.figure(figsize=(width, 1.15 * sum(heights) + 1.0), layout="constrained")
+    fig.suptitle(
+        "A CategoricalMADE completes the bottom half of held-out images, given the top half",
+        fontsize=11, fontweight="bold",
+    )  # fmt: skip
+    fig.legend(
+        handles=[
+            Patch(facecolor=HIDDEN, label="the hidden bottom half, which the model does not see"),
+            Patch(facecolor="none", edgecolor=HIDDEN, linewidth=1.5, label="the bottom half, completed by the model"),
+        ],
+        loc="outside lower center", ncols=2, fontsize=8, frameon=False,
+    )  # fmt: skip
+    for block, panel in zip(fig.subfigures(len(panels), 1, height_ratios=heights), panels):
+        _plot_block(block, panel, columns)
+    return fig
+
+
+def _plot_block(block, panel: Panel, columns: int) -> None:
+    side, top, levels = panel.data["side"], panel.data["side"] // 2, panel.data["levels"]
+    bits = panel.nll / side**2 / math.log(2)
+    block.suptitle(
+        f"{panel.name}: {side}x{side} pixels, {levels} grey levels; "
+        f"test NLL {panel.nll:.1f} nats/image ({bits:.3f} bits/pixel)",
+        fontsize=9, x=0.02, ha="left",
+    )  # fmt: skip
+    visible = panel.images.clone().float()
+    visible[:, top * side :] = float("nan")  # shown in the colour map's "bad" colour
+    rows = [("original", panel.images), ("visible top half", visible)] + panel.completions
+    cmap = plt.get_cmap("gray").with_extremes(bad=HIDDEN)
+    axes = block.subplots(len(rows), columns, squeeze=False)
+    for row, (label, images) in enumerate(rows):
+        completed = row >= 2
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if col >= len(images):
+                continue
+            ax.imshow(images[col].float().reshape(side, side).numpy(), cmap=cmap, vmin=0, vmax=levels - 1)
+            if completed:  # outline the part the model drew
+                outline = Rectangle((-0.5, top - 0.5), side, side - top, fill=False, edgecolor=HIDDEN, linewidth=1.5)
+                ax.add_patch(outline)
+            if row == 0:
+                ax.set_title(f"test image {col + 1}", fontsize=7)
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
 
 
 def main() -> None:
@@ -114,20 +166,22 @@ def main() -> None:
 
     os.makedirs(args.out, exist_ok=True)
     panels = []
-    print("| dataset | D | levels | test NLL (nats/image) | bits/pixel | uniform baseline (nats/image) |")
-    print("|---|---|---|---|---|---|")
     for name, data in (("faces", faces(args.levels, args.seed)), ("digits", digits(args.seed))):
         model = train(data, args.hidden, args.epochs, args.seed, not args.no_progress)
-        dim = data["side"] ** 2
         nll = mean_nll(model, data["test"])
-        uniform = dim * math.log(data["levels"])
-        print(f"| {name} | {dim} | {data['levels']} | {nll:.1f} | {nll / dim / math.log(2):.3f} | {uniform:.1f} |")
         torch.manual_seed(args.seed)
         images = data["test"][: args.images]
-        panels.append((name, data, images, complete_bottom(model, images, data["side"], args.draws)))
-    figure = os.path.join(args.out, "face_completion.png")
-    plot(panels, figure)
-    print(f"\nfigure: {figure}")
+        panels.append(Panel(name, data, nll, images, complete_bottom(model, images, data["side"], args.draws)))
+    # The table once both models are trained, so that fit's progress lines do not split it.
+    print("| dataset | D | levels | test NLL (nats/image) | bits/pixel | uniform baseline (nats/image) |")
+    print("|---|---|---|---|---|---|")
+    for panel in panels:
+        dim, levels = panel.data["side"] ** 2, panel.data["levels"]
+        bits = panel.nll / dim / math.log(2)
+        print(f"| {panel.name} | {dim} | {levels} | {panel.nll:.1f} | {bits:.3f} | {dim * math.log(levels):.1f} |")
+    path = os.path.join(args.out, "face_completion.png")
+    plot(panels, path)
+    print(f"\nfigure: {path}")
 
 
 if __name__ == "__main__":

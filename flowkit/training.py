@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -12,6 +14,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowkit._seeding import make_generator
+from flowkit._validation import check_is_tensor
 from flowkit.transforms import ActNorm
 
 __all__ = ["History", "fit", "mean_nll"]
@@ -22,13 +25,18 @@ Data = Tensor | tuple[Tensor, Tensor]
 @dataclass
 class History:
     """What [`fit`][flowkit.training.fit] did: per-epoch mean training and validation negative
-    log-likelihoods, the epoch whose weights were kept, and the number of steps."""
+    log-likelihoods, the epoch whose weights were kept, and the number of steps.
+
+    Epochs count from 0: ``best_epoch`` indexes ``valid_nll``. When early stopping ended
+    training, ``stopped_early`` is True and ``stopped_epoch`` is the last epoch run
+    (``None`` when every epoch ran)."""
 
     train_nll: list[float] = field(default_factory=list)
     valid_nll: list[float] = field(default_factory=list)
     best_epoch: int = -1
     steps: int = 0
     stopped_early: bool = False
+    stopped_epoch: int | None = None
 
     @property
     def best_valid_nll(self) -> float:
@@ -111,6 +119,9 @@ def fit(
     """
     x_train, c_train = _split(train, "train")
     x_valid, c_valid = _split(valid, "valid") if valid is not None else (None, None)
+    _check_widths(model, x_train, c_train, "train")
+    if x_valid is not None:
+        _check_widths(model, x_valid, c_valid, "valid")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")
@@ -129,7 +140,8 @@ def fit(
 
     opt = optimizer(params, lr=lr, weight_decay=weight_decay)
     generator = make_generator(group.shared_seed(seed, device))
-    loss_fn = _loss_function(model, x_train, c_train, device, distributed, compile)
+    with _naming_the_data("train", model):  # when distributed, ActNorm is initialised from train here
+        loss_fn = _loss_function(model, x_train, c_train, device, distributed, compile)
     history = History()
     best_state, best_nll, waited = None, math.inf, 0
 
@@ -141,7 +153,8 @@ def fit(
             if cycle_masks:
                 for made in made_modules:
                     made.next_mask()
-            loss = loss_fn(*_rows(x_train, c_train, rows, device))
+            with _naming_the_data("train", model):
+                loss = loss_fn(*_rows(x_train, c_train, rows, device))
             mean_loss = group.mean(loss.detach()).item()  # every process sees every process's loss
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(
@@ -165,7 +178,9 @@ def fit(
             if cycle_masks:
                 for made in made_modules:
                     made.set_mask(0)
-            history.valid_nll.append(_shared_mean_nll(model, x_valid, c_valid, max(batch_size, 1024), device, group))
+            with _naming_the_data("valid", model):
+                valid_nll = _shared_mean_nll(model, x_valid, c_valid, max(batch_size, 1024), device, group)
+            history.valid_nll.append(valid_nll)
             postfix["valid"] = f"{history.valid_nll[-1]:.3f}"
             improved = history.valid_nll[-1] < best_nll
             if improved:  # saved with mask set 0 active, the one validated
@@ -177,8 +192,10 @@ def fit(
             if not improved:
                 waited += 1
                 if patience is not None and waited >= patience:
-                    history.stopped_early = True
+                    history.stopped_early, history.stopped_epoch = True, epoch
                     bar.set_postfix(postfix)
+                    if not bar.disable:  # the bar vanishes when it closes (leave=False): say why it ended
+                        tqdm.write(_early_stop_message(history), file=sys.stderr)  # where the bar was
                     break
         else:
             history.best_epoch = epoch
@@ -332,15 +349,52 @@ def _log_prob(model: nn.Module, x: Tensor, context: Tensor | None) -> Tensor:
     return model.log_prob(x) if context is None else model.log_prob(x, context)
 
 
+def _early_stop_message(history: History) -> str:
+    waited = history.stopped_epoch - history.best_epoch
+    return (
+        f"fit: stopped at epoch {history.stopped_epoch}, best epoch {history.best_epoch}: no better validation NLL "
+        f"for {waited} epochs (best {history.best_valid_nll:.3f}, whose weights are restored). "
+        "Epochs count from 0, as in History."
+    )
+
+
+def _check_widths(model: nn.Module, x: Tensor, context: Tensor | None, name: str) -> None:
+    """Rows and context as wide as the model says it takes (flowkit's models say so with
+    ``input_dim`` and ``context_dim``; other modules are left to their ``log_prob``):
+    caught before any training rather than at the first minibatch or validation."""
+    for part, label, attribute in ((x, "rows", "input_dim"), (context, "context", "context_dim")):
+        width = getattr(model, attribute, None)
+        if part is not None and isinstance(width, int) and width > 0 and part.shape[-1] != width:
+            raise ValueError(
+                f"{name}: the model's {attribute} is {width}, so the {label} need shape (N, {width}); "
+                f"got {tuple(part.shape)}"
+            )
+
+
+@contextmanager
+def _naming_the_data(argument: str, model: nn.Module) -> Iterator[None]:
+    """Names the argument of ``fit`` in the model's complaints about its rows: the model
+    calls them ``x`` or ``context`` (``x: expected shape (..., 2)``), which the caller of
+    ``fit`` never wrote."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        rejected = f"{type(model).__name__}.log_prob rejected a minibatch of these rows"
+        raise kind(f"{argument}: {rejected}: {error}") from error
+
+
 def _split(data: Data, name: str) -> tuple[Tensor, Tensor | None]:
-    if isinstance(data, Tensor):
-        x, context = data, None
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Tensor) for d in data):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Tensor) for d in data):
         x, context = data
         if len(context) != len(x):
             raise ValueError(f"{name}: x has {len(x)} rows but the context has {len(context)}")
+    elif isinstance(data, tuple) and len(data) == 2:  # an (x, context) pair, not both tensors: name the one
+        for index, part in enumerate(data):
+            check_is_tensor(part, f"{name}[{index}]")
     else:
-        raise TypeError(f"{name}: expected a tensor or a (x, context) pair of tensors, got {type(data).__name__}")
+        check_is_tensor(data, name, expected="a torch.Tensor or a (x, context) pair of tensors")
+        x, context = data, None
     if x.dim() < 2 or len(x) == 0:
         raise ValueError(f"{name}: expected a non-empty tensor of rows, shape (N, D), got {tuple(x.shape)}")
     for part, label in ((x, "rows"), (context, "context")):

@@ -337,3 +337,10 @@ def test_gaussian_mixture_samples_have_the_mixture_moments():
     assert torch.allclose(x.mean(0), mean, atol=0.05)
     assert torch.allclose(torch.cov(x.T), second_moment - torch.outer(mean, mean), atol=0.15, rtol=0.02)
     assert target.sample((2, 5)).shape == (2, 5, 3)
+
+
+def test_gaussian_mixture_sample_shape_may_be_an_int():
+    target = datasets.gaussian_mixture(3, num_components=4, seed=1)
+    assert target.sample(5).shape == target.sample([5]).shape == (5, 3)
+    with pytest.raises(TypeError, match="sample_shape: expected"):
+        target.sample(5.0)

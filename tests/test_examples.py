@@ -13,15 +13,18 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.text  # noqa: E402
 import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from helpers import REPO, assert_png, run_script  # noqa: E402
 
 
@@ -65,6 +68,20 @@ def finite_numbers(cells: list[str]) -> list[float]:
     return numbers
 
 
+def load_example(name: str):
+    """An example script imported as a module, to test its functions in-process."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def figure_texts(fig) -> list[str]:
+    """Every non-empty piece of text in a figure, its subfigures and axes included."""
+    return [text.get_text() for text in fig.findobj(matplotlib.text.Text) if text.get_text()]
+
+
 def test_made_digits_quick(tmp_path):
     stdout = run_script("examples/made_digits.py", "--quick", "--no-progress", "--out", str(tmp_path)).stdout
 
@@ -94,6 +111,28 @@ def test_face_completion_quick(tmp_path):
         assert nll > 0 and uniform == pytest.approx(dim * math.log(levels), abs=0.05), cells
         assert bits_per_pixel == pytest.approx(nll / dim / math.log(2), abs=2e-3), cells
     assert_png(tmp_path / "face_completion.png")
+
+
+def test_face_completion_figure_explains_itself():
+    """A reader of the figure alone learns what it shows, each dataset's test NLL, what
+    each row and column is, and that blue marks the hidden half."""
+    example = load_example("face_completion")
+    images = torch.zeros(2, 16, dtype=torch.long)
+    data = {"side": 4, "levels": 3}
+    panels = [
+        example.Panel("faces", data, 1234.5, images, [("greedy completion", images), ("sampled completion 1", images)]),
+        example.Panel("digits", data, 67.8, images, [("sampled completion 1", images)]),
+    ]
+    fig = example.figure(panels)
+    texts = figure_texts(fig)
+    plt.close(fig)
+    joined = "\n".join(texts)
+    assert fig.get_suptitle().startswith("A CategoricalMADE completes the bottom half of held-out images"), texts
+    assert "test NLL 1234.5 nats/image" in joined and "test NLL 67.8 nats/image" in joined, texts
+    assert {"original", "visible top half", "greedy completion", "sampled completion 1"} <= set(texts), texts
+    assert {"test image 1", "test image 2"} <= set(texts), texts
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert any("hidden" in text for text in legend), legend
 
 
 def test_made_uci_quick(tmp_path):
@@ -148,9 +187,7 @@ def test_plot_masks(tmp_path):
 def test_plot_masks_other_shapes(tmp_path):
     """In-process (the figure code is what matters here): three hidden layers and a random
     order give more mask panels than the default figure."""
-    spec = importlib.util.spec_from_file_location("plot_masks", REPO / "examples" / "plot_masks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("plot_masks")
     out = tmp_path / "masks.png"
     module.main(["--out", str(out), "--inputs", "5", "--hidden", "6", "6", "6", "--order", "random", "--seed", "1"])
     assert_png(out)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import flowkit
 from flowkit import MADE, LostDependencyWarning, MaskedLinear
 from flowkit.nn import masks as M
 
@@ -339,6 +340,38 @@ def test_lost_dependency_warning_points_at_the_caller():
     with pytest.warns(LostDependencyWarning) as record:
         MADE(5, [2], seed=0)
     assert record[0].filename == __file__
+
+
+# Every way a user builds a MADE too narrow for 5 inputs: directly and through flowkit's
+# builders, each of which calls MADE from a different depth.
+NARROW_BUILDERS = {
+    "MADE": lambda: MADE(5, [2], seed=0),
+    "maf": lambda: flowkit.maf(5, num_transforms=2, hidden_dims=[2], seed=0),
+    "iaf": lambda: flowkit.iaf(5, num_transforms=2, hidden_dims=[2], seed=0),
+    "maf-mog-base": lambda: flowkit.maf(5, num_transforms=1, hidden_dims=[2], base="mog", seed=0),
+    "GaussianMADE": lambda: flowkit.GaussianMADE(5, [2], seed=0),
+    "CategoricalMADE": lambda: flowkit.CategoricalMADE(5, [2], num_classes=3, seed=0),
+    "affine_maf": lambda: flowkit.transforms.affine_maf(5, [2], seed=0),
+    "AmortizedIAF": lambda: flowkit.infer.AmortizedIAF(5, context_dim=2, hidden_dims=[2]),
+}
+
+
+@pytest.mark.parametrize("path", NARROW_BUILDERS)
+def test_lost_dependency_warning_points_at_the_callers_line_whatever_the_builder(path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        NARROW_BUILDERS[path]()
+    lost = [w for w in caught if issubclass(w.category, LostDependencyWarning)]
+    assert lost, f"{path} built a narrow MADE without a LostDependencyWarning"
+    assert {w.filename for w in lost} == {__file__}
+    assert {w.lineno for w in lost} == {NARROW_BUILDERS[path].__code__.co_firstlineno}
+
+
+def test_lost_dependency_warning_says_its_indices_are_0_based():
+    with pytest.warns(LostDependencyWarning) as record:
+        MADE(4, [2], seed=0)  # loses input 1 -> output 2 (see the hand-checked test above)
+    message = str(record[0].message)
+    assert "(0-based indices): input 1 -> output 2." in message, message
 
 
 def test_on_lost_dependencies_raise():
@@ -810,6 +843,20 @@ def test_set_mask_out_of_range(index):
     with pytest.raises(ValueError, match="index"):
         made.set_mask(index)
     assert int(made.mask_index) == 0
+
+
+def test_sequential_batch_shape_may_be_an_int(plain_made):
+    step = lambda p, i: p[..., 0]  # noqa: E731
+    x, _ = plain_made.sequential(step, batch_shape=4)
+    assert x.shape == (4, plain_made.input_dim)
+    with pytest.raises(TypeError, match="batch_shape: expected"):
+        plain_made.sequential(step, batch_shape=4.0)
+
+
+def test_numpy_input_is_a_type_error_that_suggests_torch_as_tensor(plain_made):
+    array = torch.zeros(2, plain_made.input_dim).numpy()
+    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got numpy.ndarray; .*torch.as_tensor\(x\)"):
+        plain_made(array)
 
 
 def test_sequential_bad_method(plain_made):

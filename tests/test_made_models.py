@@ -315,6 +315,23 @@ def test_sample_with_a_context_batch(family):
     assert model.sample((3,), context).shape == (3, 3, 4)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sample_shape_may_be_an_int_or_any_shape(family):
+    """As ``flow.sample(5)``: an int n means (n,), and lists and torch.Size work like tuples,
+    through the model and through its Pyro distribution."""
+    model = make_model(family, context_dim=2)
+    context = context_batch(3)
+    for sample_shape in (5, (5,), [5], torch.Size([5])):
+        assert model.sample(sample_shape, context).shape == (5, 3, 4), sample_shape
+        assert model(context).sample(sample_shape).shape == (5, 3, 4), sample_shape
+
+
+@pytest.mark.parametrize("bad", [2.0, "5", (2.0,), None])
+def test_bad_sample_shape_is_a_type_error_naming_sample_shape(bad):
+    with pytest.raises(TypeError, match="sample_shape: expected"):
+        make_model("gaussian").sample(bad)
+
+
 def test_categorical_samples_use_every_class():
     model = make_model("categorical")
     x = model.sample((300,))
@@ -708,6 +725,16 @@ def test_data_with_a_wrong_last_dimension(family):
     model = make_model(family)
     with pytest.raises(ValueError, match="x"):
         model.log_prob(data_for(family, (3,), input_dim=5))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_numpy_data_is_a_type_error_that_suggests_torch_as_tensor(family):
+    model = make_model(family)
+    array = data_for(family, (3,)).numpy()
+    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got numpy.ndarray; .*torch.as_tensor\(x\)"):
+        model.log_prob(array)
+    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got numpy.ndarray"):
+        model.complete(array, torch.ones(4, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("family", ["gaussian", "mixture"])

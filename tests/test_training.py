@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import flowkit.training
-from flowkit import GaussianMADE, History, MixtureMADE, fit, maf
+from flowkit import BernoulliMADE, GaussianMADE, History, MixtureMADE, fit, maf
 from flowkit.training import mean_nll
 
 # ----------------------------------------------------------------------- helpers
@@ -122,6 +122,7 @@ def test_fit_stops_early_when_validation_cannot_improve():
     assert len(history.valid_nll) == epochs_run
     # it stopped exactly `patience` epochs after the last improvement
     assert epochs_run == history.best_epoch + 2 + 1
+    assert history.stopped_epoch == epochs_run - 1  # epochs count from 0, as best_epoch does
     assert min(history.valid_nll[history.best_epoch + 1 :]) >= history.valid_nll[history.best_epoch]
     assert mean_nll(model, valid) == pytest.approx(history.best_valid_nll, rel=1e-6, abs=1e-6)
 
@@ -131,6 +132,7 @@ def test_patience_none_never_stops():
     history = quiet_fit(GaussianMADE(2, [8], seed=0), train, valid, epochs=8, lr=0.5, patience=None)
     assert len(history.train_nll) == 8
     assert not history.stopped_early
+    assert history.stopped_epoch is None
 
 
 def test_history_without_validation():
@@ -339,6 +341,21 @@ def test_progress_true_shows_a_bar(capsys):
     quiet_fit(GaussianMADE(2, [8], seed=0), noise(32), epochs=2, batch_size=16, progress=True)
     captured = capsys.readouterr()
     assert "fit" in captured.out + captured.err
+    assert "stopped" not in captured.out + captured.err  # it ran every epoch
+
+
+def test_early_stopping_says_where_it_stopped_and_which_epoch_it_kept(capsys):
+    """The bar vanishes when fit ends, so an early stop is said in a line of its own."""
+    train, valid = noise(256), noise(128, seed=1)
+    history = quiet_fit(GaussianMADE(2, [16], seed=0), train, valid, epochs=50, batch_size=32, lr=0.5, patience=2,
+                        progress=True)  # fmt: skip
+    assert history.stopped_early
+    captured = capsys.readouterr()
+    said = f"fit: stopped at epoch {history.stopped_epoch}, best epoch {history.best_epoch}: "
+    assert said in captured.out + captured.err, captured
+    assert f"(best {history.best_valid_nll:.3f}, whose weights are restored)" in captured.out + captured.err
+    quiet_fit(GaussianMADE(2, [16], seed=0), train, valid, epochs=50, batch_size=32, lr=0.5, patience=2)
+    assert capsys.readouterr() == ("", ""), "progress=False must stay silent, early stop or not"
 
 
 # ------------------------------------------------------------ conditional data
@@ -409,6 +426,56 @@ def test_valid_not_a_tensor(small_model):
 def test_train_without_rows(small_model, train):
     with pytest.raises(ValueError, match="train"):
         quiet_fit(small_model, train)
+
+
+def test_numpy_data_is_a_type_error_that_suggests_torch_as_tensor(small_model):
+    array = noise(8).numpy()
+    with pytest.raises(TypeError, match=r"^train: expected a torch.Tensor or a \(x, context\) pair of tensors, "
+                       r"got numpy.ndarray; convert it with torch.as_tensor\(train\)$"):  # fmt: skip
+        quiet_fit(small_model, array)
+    with pytest.raises(TypeError, match=r"^valid: .*got numpy.ndarray; convert it with torch.as_tensor\(valid\)$"):
+        quiet_fit(small_model, noise(8), array)
+    with pytest.raises(TypeError, match=r"^train\[1\]: expected a torch.Tensor, got numpy.ndarray"):
+        quiet_fit(GaussianMADE(2, [8], context_dim=2, seed=0), (noise(8), array))
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        pytest.param(lambda: GaussianMADE(2, [8], seed=0), id="gaussian-made"),
+        pytest.param(lambda: maf(2, num_transforms=2, hidden_dims=[8], seed=0), id="maf"),
+    ],
+)
+def test_rows_of_the_wrong_width_are_caught_before_training_naming_the_argument(make_model):
+    model = make_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^train: the model's input_dim is 2, so the rows need shape \(N, 2\); "
+                       r"got \(8, 3\)$"):  # fmt: skip
+        quiet_fit(model, noise(8, dim=3))
+    with pytest.raises(ValueError, match=r"^valid: the model's input_dim is 2, .*got \(8, 3\)$"):
+        quiet_fit(model, noise(8), noise(8, dim=3))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_context_of_the_wrong_width_names_the_argument():
+    model = GaussianMADE(2, [8], context_dim=2, seed=0)
+    with pytest.raises(ValueError, match=r"^train: the model's context_dim is 2, so the context need shape \(N, 2\)"):
+        quiet_fit(model, (noise(8), noise(8, dim=3)))
+    with pytest.raises(ValueError, match=r"^valid: the model's context_dim is 2"):
+        quiet_fit(model, (noise(8), noise(8)), (noise(8), noise(8, dim=3)))
+
+
+def test_rows_the_model_rejects_are_reported_under_the_argument_of_fit():
+    """The model calls its data ``x``; fit's caller wrote ``train`` or ``valid``."""
+    integers = torch.zeros(8, 2, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"^train: Flow.log_prob rejected .*: x: expected a floating-point tensor"):
+        quiet_fit(maf(2, num_transforms=1, hidden_dims=[8], seed=0), integers, epochs=1)
+    binary, not_binary = torch.ones(8, 2), torch.full((8, 2), 0.5)
+    with pytest.raises(ValueError, match=r"^valid: BernoulliMADE.log_prob rejected .*: x: .*binary data"):
+        quiet_fit(BernoulliMADE(2, [8], seed=0), binary, not_binary, epochs=1)
+    conditional = GaussianMADE(2, [8], context_dim=2, seed=0)
+    with pytest.raises(ValueError, match=r"^train: GaussianMADE.log_prob rejected .*: context: .*needs a context"):
+        quiet_fit(conditional, noise(8), epochs=1)
 
 
 def test_context_row_count_must_match_x():

@@ -14,9 +14,13 @@ correlated, so a flow has something to learn, and cheap to sample at a million r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from torch import distributions as D
+
+from flowkit._validation import as_shape
 
 __all__ = ["GaussianMixture", "gaussian_mixture"]
 
@@ -27,8 +31,10 @@ class GaussianMixture(D.MixtureSameFamily):
     and its covariance product broadcasts to ``rows x components x D x D`` numbers: 131 GB
     for a million rows of a 64-D mixture of 8.)"""
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape
+    def sample(self, sample_shape: int | Sequence[int] = torch.Size()) -> Tensor:
+        """Rows of shape ``sample_shape + event shape``; ``sample_shape`` is an int or a shape."""
+        sample_shape = as_shape(sample_shape)
+        shape = sample_shape + self.batch_shape
         components = self.component_distribution
         with torch.no_grad():
             index = self.mixture_distribution.sample(sample_shape).reshape(-1)

@@ -29,7 +29,7 @@ from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
 from flowkit.nn import MADE
 from flowkit.nn.masks import make_order
 from flowkit._seeding import make_generator
-from flowkit._validation import check_tensor
+from flowkit._validation import as_shape, check_is_tensor, check_tensor
 
 __all__ = ["Flow", "iaf", "maf"]
 
@@ -77,6 +77,8 @@ class Flow(nn.Module):
         self.register_buffer("base_scale", torch.ones(input_dim))
 
     def _check_context(self, context: Tensor | None) -> None:
+        if context is not None:
+            check_is_tensor(context, "context")
         if self.context_dim == 0 and context is not None:
             raise ValueError("context: this flow was built with context_dim=0 and takes no context")
         if self.context_dim and context is None:
@@ -91,12 +93,16 @@ class Flow(nn.Module):
                 "reparameterised; use sample() or a standard normal base"
             )
 
-    def base_distribution(self, batch_shape: Sequence[int] = (), context: Tensor | None = None) -> dist.Distribution:
+    def base_distribution(
+        self, batch_shape: int | Sequence[int] = (), context: Tensor | None = None
+    ) -> dist.Distribution:
         """The base distribution with event shape ``(D,)``: the ``base`` model (given
-        ``context``) if there is one, else a standard normal with ``batch_shape``."""
+        ``context``) if there is one, else a standard normal with ``batch_shape`` (an int or
+        a shape)."""
+        batch_shape = as_shape(batch_shape, "batch_shape")
         if self.base is not None:
             return self.base(context)
-        return dist.Normal(self.base_loc, self.base_scale).to_event(1).expand(torch.Size(batch_shape))
+        return dist.Normal(self.base_loc, self.base_scale).to_event(1).expand(batch_shape)
 
     def conditioned_transforms(self, context: Tensor | None = None) -> list:
         """The transforms, with every conditional one conditioned on ``context``."""
@@ -124,14 +130,18 @@ class Flow(nn.Module):
             log_det = log_det + ladj
         return self._base_log_prob(x, context) - log_det
 
-    def rsample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
-        """Reparameterised samples of shape ``sample_shape + batch + (D,)``."""
+    def rsample(self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None) -> Tensor:
+        """Reparameterised samples of shape ``sample_shape + batch + (D,)``; ``sample_shape``
+        is an int or a shape (``flow.rsample(5)`` is ``flow.rsample((5,))``)."""
+        sample_shape = as_shape(sample_shape)
         self._check_reparameterised()
         transforms = self.conditioned_transforms(context)
         return self._push(self._base_noise(sample_shape, context), transforms)[0]
 
-    def sample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
-        """Samples without gradients."""
+    def sample(self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None) -> Tensor:
+        """Samples without gradients, of shape ``sample_shape + batch + (D,)``; ``sample_shape``
+        is an int or a shape."""
+        sample_shape = as_shape(sample_shape)
         with torch.no_grad():
             transforms = self.conditioned_transforms(context)
             if self.base is not None:
@@ -139,10 +149,12 @@ class Flow(nn.Module):
             return self._push(self._base_noise(sample_shape, context), transforms)[0]
 
     def rsample_and_log_prob(
-        self, sample_shape: Sequence[int] = (), context: Tensor | None = None
+        self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Samples and their log-density in one sweep: each transform's log-determinant
-        comes from the pass that produced the sample (for IAF, no extra MADE pass)."""
+        comes from the pass that produced the sample (for IAF, no extra MADE pass).
+        ``sample_shape`` is an int or a shape."""
+        sample_shape = as_shape(sample_shape)
         self._check_reparameterised()
         transforms = self.conditioned_transforms(context)
         noise = self._base_noise(sample_shape, context)
@@ -151,9 +163,9 @@ class Flow(nn.Module):
 
     # The base and the sweep through the transforms, without Pyro's bookkeeping: these are
     # the hot paths, and torch.compile traces them whole.
-    def _base_noise(self, sample_shape: Sequence[int], context: Tensor | None) -> Tensor:
+    def _base_noise(self, sample_shape: torch.Size, context: Tensor | None) -> Tensor:
         batch_shape = context.shape[:-1] if context is not None else torch.Size()
-        shape = torch.Size(sample_shape) + batch_shape + (self.input_dim,)
+        shape = sample_shape + batch_shape + (self.input_dim,)
         return torch.randn(shape, dtype=self.base_loc.dtype, device=self.base_loc.device)
 
     def _base_log_prob(self, z: Tensor, context: Tensor | None) -> Tensor:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor, nn
 
+from flowkit._validation import as_shape, check_is_tensor
 from flowkit.nn import MADE
 
 __all__ = [
@@ -93,8 +94,7 @@ class AutoregressiveMADE(nn.Module):
 
     def check_data(self, x: Tensor) -> None:
         """Raises a clear error for data outside the support."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        check_is_tensor(x, "x")
         if x.dim() == 0 or x.shape[-1] != self.input_dim:
             raise ValueError(f"x: expected shape (..., {self.input_dim}), got {tuple(x.shape)}")
         if x.is_floating_point() and not _compiling() and not torch.isfinite(x).all():
@@ -137,9 +137,10 @@ class AutoregressiveMADE(nn.Module):
         return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(indices))
 
     # -- sampling and completion --------------------------------------------------
-    def sample(self, sample_shape: Sequence[int] = (), context: Tensor | None = None) -> Tensor:
-        """Ancestral samples of shape ``sample_shape + context batch + (D,)``."""
-        batch_shape = torch.Size(sample_shape) + (context.shape[:-1] if context is not None else torch.Size())
+    def sample(self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None) -> Tensor:
+        """Ancestral samples of shape ``sample_shape + context batch + (D,)``; ``sample_shape``
+        is an int or a shape."""
+        batch_shape = as_shape(sample_shape) + (context.shape[:-1] if context is not None else torch.Size())
         with torch.no_grad():
             x, _ = self.made.sequential(
                 lambda params, i: self.to_input(self.sample_conditional(params)), batch_shape, context
@@ -247,8 +248,9 @@ class MADEDistribution(dist.TorchDistribution):
         """The model's exact log-density (or log-mass), given this distribution's context."""
         return self.model.log_prob(value, self.context)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        """Ancestral samples from the model; not reparameterised."""
+    def sample(self, sample_shape: int | Sequence[int] = torch.Size()) -> Tensor:
+        """Ancestral samples from the model (``sample_shape`` an int or a shape); not
+        reparameterised."""
         return self.model.sample(sample_shape, self.context)
 
     def expand(self, batch_shape, _instance=None):

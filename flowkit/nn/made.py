@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit.nn import masks as M
+from flowkit._callsite import user_stacklevel
 from flowkit._seeding import make_generator
-from flowkit._validation import check_tensor
+from flowkit._validation import as_shape, check_tensor
 
 __all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
 
@@ -301,15 +302,15 @@ class MADE(nn.Module):
             lost = M.lost_dependencies(reach, input_degrees, input_degrees)
             if not lost:
                 continue
-            shown = ", ".join(f"{j}->{i}" for j, i in lost[:8]) + (", ..." if len(lost) > 8 else "")
+            shown = ", ".join(f"input {j} -> output {i}" for j, i in lost[:8]) + (", ..." if len(lost) > 8 else "")
             message = (
                 f"MADE(input_dim={self.input_dim}, hidden_dims={self.hidden_dims}): mask set {index} "
-                f"cannot connect {len(lost)} of {allowed} allowed (input->output) pairs: {shown}. "
+                f"cannot connect {len(lost)} of {allowed} allowed (input, output) pairs (0-based indices): {shown}. "
                 f"Layers of width >= {needed} keep them all; made.lost_dependencies() lists them."
             )
             if action == "raise":
                 raise ValueError(f"hidden_dims: {message}")
-            warnings.warn(message, LostDependencyWarning, stacklevel=3)
+            warnings.warn(message, LostDependencyWarning, stacklevel=user_stacklevel())
 
     # ----------------------------------------------------------------- mask sets
     def _check_index(self, index: int | None) -> int:
@@ -414,7 +415,7 @@ class MADE(nn.Module):
     def sequential(
         self,
         step: Callable[[Tensor, int], Tensor],
-        batch_shape: Sequence[int] = (),
+        batch_shape: int | Sequence[int] = (),
         context: Tensor | None = None,
         method: str = "fast",
     ) -> tuple[Tensor, Tensor]:
@@ -435,7 +436,7 @@ class MADE(nn.Module):
         Args:
             step: ``step(params, i) -> x_i``, with ``params`` of shape
                 ``(*batch, sum(param_dims))`` and ``x_i`` of shape ``batch``.
-            batch_shape: The batch shape of ``x`` (broadcast with the context's).
+            batch_shape: The batch shape of ``x``, an int or a shape (broadcast with the context's).
             context: The context, if the MADE has one.
             method: ``"fast"`` or ``"naive"``.
 
@@ -449,7 +450,7 @@ class MADE(nn.Module):
             >>> torch.allclose(params, made.raw_output(x))
             True
         """
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = as_shape(batch_shape, "batch_shape")
         if context is not None:
             check_tensor(context, "context", self.context_dim, "context_dim")
             try:
