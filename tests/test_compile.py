@@ -21,7 +21,7 @@ TOL = dict(rtol=1e-6, atol=1e-6)
 FLOWS = {
     "maf_batch_norm_act_norm": lambda: flowkit.maf(3, 2, [8], batch_norm=True, act_norm=True, seed=0),
     "maf_mog": lambda: flowkit.maf(3, 2, [8], base="mog", num_components=2, seed=0),
-    "iaf_stable": lambda: flowkit.iaf(3, 2, [8], stable=True, permutation="random", seed=0),
+    "iaf_stable": lambda: flowkit.iaf(3, 2, [8], bijection="gated", permutation="random", seed=0),
     "conditional_maf": lambda: flowkit.maf(3, 2, [8], context_dim=2, seed=0),
     "conditional_iaf": lambda: flowkit.iaf(3, 2, [8], context_dim=2, seed=0),
 }
