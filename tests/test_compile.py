@@ -24,6 +24,10 @@ FLOWS = {
     "iaf_stable": lambda: flowkit.iaf(3, 2, [8], bijection="gated", permutation="random", seed=0),
     "conditional_maf": lambda: flowkit.maf(3, 2, [8], context_dim=2, seed=0),
     "conditional_iaf": lambda: flowkit.iaf(3, 2, [8], context_dim=2, seed=0),
+    "spline_maf": lambda: flowkit.nsf(3, 2, [8], bins=4, bound=3.0, seed=0),
+    "spline_iaf": lambda: flowkit.iaf(3, 2, [8], bijection="spline", seed=0),
+    "conditional_spline_maf": lambda: flowkit.nsf(3, 2, [8], context_dim=2, bound=[2.0, 3.0, 4.0], seed=0),
+    "conditional_spline_iaf": lambda: flowkit.iaf(3, 2, [8], context_dim=2, bijection="spline", seed=0),
 }
 DENSITIES = {
     "bernoulli": lambda: flowkit.BernoulliMADE(4, [8], num_masks=2, order="random", seed=0),
