@@ -256,7 +256,8 @@ class ConditionalIAF(_ConditionalMaskedAutoregressive):
 def _affine_bijection(stable: bool, scale_floor: float, sigmoid_bias: float) -> ElementwiseBijection:
     if not isinstance(stable, bool):
         raise TypeError(f"stable: expected a bool, got {type(stable).__name__}")
-    return GatedAffine(sigmoid_bias) if stable else Affine(scale_floor)
+    affine = Affine(scale_floor)  # checks scale_floor even when stable, as these classes always did
+    return GatedAffine(sigmoid_bias) if stable else affine
 
 
 class AffineMAF(MAF):
@@ -446,6 +447,7 @@ def _affine_step(
     sigmoid_bias: float,
     seed: int | torch.Generator | None,
 ):
+    """An affine step of class ``cls`` (plain or conditional) on a fresh near-identity MADE."""
     bijection = _affine_bijection(stable, scale_floor, sigmoid_bias)  # checked before the MADE is built
     made = _near_identity_made(input_dim, bijection, conditioner, hidden_dims, context_dim, seed)
     return cls(made, stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
