@@ -304,6 +304,12 @@ def test_stable_must_be_a_bool():
         AffineMAF(MADE(3, [8], [1, 1], seed=0), stable="yes")
 
 
+@pytest.mark.parametrize("cls", [AffineMAF, AffineIAF])
+def test_scale_floor_is_checked_even_when_stable_as_before(cls):
+    with pytest.raises(ValueError, match="scale_floor"):
+        cls(MADE(3, [8], [1, 1], seed=0), stable=True, scale_floor=2.0)
+
+
 def test_gated_affine_builders_start_at_the_gate_not_the_identity():
     # init_near_identity zeros the MADE's outputs: the identity for Affine and splines, the gate for GatedAffine
     x = torch.randn(64, 3)
