@@ -36,18 +36,15 @@ def measure(input_dim: int, batch: int, hidden: int, repeats: int) -> dict[str, 
     data = torch.randn(batch, input_dim)
     row = {}
     with torch.no_grad():
-        for name, transform, step, batch_shape in (
-            ("MAF sample", maf, lambda s, c, i: s + c * noise[..., i], noise.shape[:-1]),
-            ("IAF inverse", iaf, lambda s, c, i: (data[..., i] - s) / c, data.shape[:-1]),
+        for name, transform, sequential_direction in (
+            ("MAF sample", maf, lambda: maf.forward_and_log_det(noise)),
+            ("IAF inverse", iaf, lambda: iaf.inverse_and_log_det(data)),
         ):
             for method in ("naive", "fast"):
 
-                def run(method=method, transform=transform, step=step):
-                    def solve(params, i):
-                        shift, scale, _ = transform._step_affine(params)
-                        return step(shift.squeeze(-1), scale.squeeze(-1), i)
-
-                    transform.made.sequential(solve, batch_shape, method=method)
+                def run(method=method, transform=transform, sequential_direction=sequential_direction):
+                    transform.sequential = method
+                    sequential_direction()
 
                 row[f"{name} {method}"] = best_time(run, repeats)
         row["one pass"] = best_time(lambda: maf.made.raw_output(data), repeats)

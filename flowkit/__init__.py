@@ -10,14 +10,16 @@ from flowkit.distributions import (
     MixtureMADE,
     iaf,
     maf,
+    nsf,
 )
-from flowkit.nn import MADE, LostDependencyWarning, MaskedLinear, masks
+from flowkit.nn import MADE, LostDependencyWarning, MADEConfig, MaskedLinear, masks
 from flowkit.training import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MADE",
+    "MADEConfig",
     "AutoregressiveReport",
     "BernoulliMADE",
     "CategoricalMADE",
@@ -34,5 +36,6 @@ __all__ = [
     "iaf",
     "maf",
     "masks",
+    "nsf",
     "transforms",
 ]

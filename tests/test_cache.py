@@ -17,7 +17,7 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import flowkit
-from flowkit.nn import MADE
+from flowkit.nn import MADE, MADEConfig
 from flowkit.transforms import BatchNorm, affine_iaf, affine_maf, conditional_affine_iaf, conditional_affine_maf
 from flowkit.transforms.cache import _same_values
 from helpers import perturb_
@@ -35,13 +35,13 @@ def randn(*shape, seed=0):
 def make_transform(kind, seed=0):
     """A float64 transform far from the identity; two mask sets, so set_mask changes it.
     Conditional kinds are conditioned on a context of their own."""
-    made_kwargs = dict(num_masks=2, order="random", seed=seed)
+    options = dict(conditioner=MADEConfig(num_masks=2, order="random"), seed=seed)
     if kind.startswith("conditional"):
         builder = {"conditional_maf": conditional_affine_maf, "conditional_iaf": conditional_affine_iaf}[kind]
-        module = perturb_(builder(D, C, [16], **made_kwargs).double(), seed=seed)
+        module = perturb_(builder(D, C, [16], **options).double(), seed=seed)
         return module.condition(randn(4, C, seed=5))
     builder = {"maf": affine_maf, "iaf": affine_iaf}[kind]
-    return perturb_(builder(D, [16], **made_kwargs).double(), seed=seed)
+    return perturb_(builder(D, [16], **options).double(), seed=seed)
 
 
 def step(optimizer_class, **options):

@@ -21,9 +21,13 @@ TOL = dict(rtol=1e-6, atol=1e-6)
 FLOWS = {
     "maf_batch_norm_act_norm": lambda: flowkit.maf(3, 2, [8], batch_norm=True, act_norm=True, seed=0),
     "maf_mog": lambda: flowkit.maf(3, 2, [8], base="mog", num_components=2, seed=0),
-    "iaf_stable": lambda: flowkit.iaf(3, 2, [8], stable=True, permutation="random", seed=0),
+    "iaf_stable": lambda: flowkit.iaf(3, 2, [8], bijection="gated", permutation="random", seed=0),
     "conditional_maf": lambda: flowkit.maf(3, 2, [8], context_dim=2, seed=0),
     "conditional_iaf": lambda: flowkit.iaf(3, 2, [8], context_dim=2, seed=0),
+    "spline_maf": lambda: flowkit.nsf(3, 2, [8], bins=4, bound=3.0, seed=0),
+    "spline_iaf": lambda: flowkit.iaf(3, 2, [8], bijection="spline", seed=0),
+    "conditional_spline_maf": lambda: flowkit.nsf(3, 2, [8], context_dim=2, bound=[2.0, 3.0, 4.0], seed=0),
+    "conditional_spline_iaf": lambda: flowkit.iaf(3, 2, [8], context_dim=2, bijection="spline", seed=0),
 }
 DENSITIES = {
     "bernoulli": lambda: flowkit.BernoulliMADE(4, [8], num_masks=2, order="random", seed=0),

@@ -40,7 +40,7 @@ def build_models() -> dict[str, torch.nn.Module]:
         "maf": flowkit.maf(3, num_transforms=2, hidden_dims=[8], batch_norm=True, act_norm=True, seed=0),
         "maf_mog": flowkit.maf(3, num_transforms=2, hidden_dims=[8], base="mog", num_components=2, seed=0),
         "conditional_maf": flowkit.maf(3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0),
-        "iaf": flowkit.iaf(3, num_transforms=2, hidden_dims=[8], stable=True, permutation="random", seed=0),
+        "iaf": flowkit.iaf(3, num_transforms=2, hidden_dims=[8], bijection="gated", permutation="random", seed=0),
         "conditional_iaf": flowkit.iaf(3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0),
         "bernoulli": flowkit.BernoulliMADE(4, [8], num_masks=2, order="random", seed=0),
         "gaussian": flowkit.GaussianMADE(3, [8], context_dim=2, seed=0),

@@ -18,8 +18,8 @@ from pyro.optim import Adam
 from torch import nn
 
 import flowkit
-from flowkit.nn import MADE
-from flowkit.transforms import ActNorm, AffineIAF, AffineMAF, BatchNorm, Permute
+from flowkit.nn import MADE, MADEConfig
+from flowkit.transforms import ActNorm, Affine, AffineIAF, AffineMAF, BatchNorm, GatedAffine, Permute
 from helpers import perturb_
 
 BUILDERS = {"maf": flowkit.maf, "iaf": flowkit.iaf}
@@ -121,10 +121,10 @@ def test_flow_starts_near_identity(kind):
 FLOW_OPTIONS = {
     "plain": {},
     "random_permutation": {"permutation": "random"},
-    "stable": {"stable": True},
+    "stable": {"bijection": "gated"},
     "batch_norm": {"batch_norm": True},
     "act_norm": {"act_norm": True},
-    "residual_skip": {"hidden_dims": [12, 12], "residual": True, "skip_connections": True},
+    "residual_skip": {"conditioner": MADEConfig([12, 12], activation="tanh", residual=True, skip_connections=True)},
     "conditional": {"context_dim": 2},
 }
 
@@ -133,7 +133,7 @@ def _fresh_flow(kind, options, seed):
     """A flow with non-trivial weights, in float64, never called."""
     # tanh and gain 1: non-trivial, yet IAF's sequential inverse of the data stays well
     # conditioned (a perturbed ReLU IAF can blow points 2 away from its samples up to inf)
-    options = {"hidden_dims": [12], "activation": "tanh", **options}
+    options = {"conditioner": MADEConfig(hidden_dims=[12], activation="tanh"), **options}
     torch.manual_seed(seed)
     return perturb_(BUILDERS[kind](3, num_transforms=3, seed=seed, **options).double(), gain=1.0, seed=seed)
 
@@ -229,21 +229,22 @@ def _grid_integral(flow, low, high, n):
     return torch.trapezoid(torch.trapezoid(density, g, dim=1), g), points
 
 
-@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("bijection", ["affine", "gated"])
 @pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_density_integrates_to_one_in_1d(kind, stable):
-    flow = perturb_(BUILDERS[kind](1, num_transforms=3, hidden_dims=[8], stable=stable, seed=0).double(), seed=1)
+def test_density_integrates_to_one_in_1d(kind, bijection):
+    flow = perturb_(BUILDERS[kind](1, num_transforms=3, hidden_dims=[8], bijection=bijection, seed=0).double(), seed=1)
     integral, grid = _grid_integral(flow, -12.0, 12.0, 4001)
     assert abs(integral.item() - 1.0) < 1e-3
     with torch.no_grad():  # not the base density: the flow really transforms
         assert (flow.log_prob(grid) - standard_normal_log_prob(grid)).abs().max() > 0.1
 
 
-@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("bijection", ["affine", "gated"])
 @pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_density_integrates_to_one_in_2d(kind, stable):
+def test_density_integrates_to_one_in_2d(kind, bijection):
     # tanh keeps the perturbed density smooth enough for a 301 x 301 grid
-    flow = BUILDERS[kind](2, num_transforms=3, hidden_dims=[16, 16], stable=stable, activation="tanh", seed=0)
+    conditioner = MADEConfig(hidden_dims=[16, 16], activation="tanh")
+    flow = BUILDERS[kind](2, num_transforms=3, bijection=bijection, conditioner=conditioner, seed=0)
     flow = perturb_(flow.double(), seed=1)
     integral, grid = _grid_integral(flow, -10.0, 10.0, 301)
     assert abs(integral.item() - 1.0) < 1e-3
@@ -571,11 +572,11 @@ def test_flow_eval_after_training_on_the_same_batch(kind):
 
 
 # ---------------------------------------------------------------------- heavy tails
-@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("bijection", ["affine", "gated"])
 @pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_training_on_heavy_tailed_data_stays_finite(kind, stable):
+def test_training_on_heavy_tailed_data_stays_finite(kind, bijection):
     torch.manual_seed(0)
-    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], stable=stable, seed=0)
+    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], bijection=bijection, seed=0)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)
     student = torch.distributions.StudentT(2.0)  # infinite variance: rare huge points
     for step in range(2000):
@@ -617,7 +618,8 @@ def test_flow_of_pyro_transforms_scores_and_samples_like_pyro(float64_default):
 
 @pytest.mark.parametrize("kind", ["maf", "iaf"])
 def test_builders_pass_step_options_to_every_step(kind):
-    flow = BUILDERS[kind](2, num_transforms=3, hidden_dims=[8], scale_floor=0.2, sigmoid_bias=1.0, seed=0)
-    steps = [t for t in flow.transforms if isinstance(t, (AffineMAF, AffineIAF))]
-    assert len(steps) == 3
-    assert all(step.scale_floor == 0.2 and step.sigmoid_bias == 1.0 for step in steps)
+    for bijection in (Affine(scale_floor=0.2), GatedAffine(sigmoid_bias=1.0)):
+        flow = BUILDERS[kind](2, num_transforms=3, hidden_dims=[8], bijection=bijection, seed=0)
+        steps = [t for t in flow.transforms if isinstance(t, (AffineMAF, AffineIAF))]
+        assert len(steps) == 3
+        assert all(repr(step.bijection) == repr(bijection) for step in steps)

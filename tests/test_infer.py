@@ -75,7 +75,7 @@ def constrained_model():
 
 
 def make_guide(kind, model=gaussian_model, stable=False, **kwargs):
-    options = dict(num_transforms=2, hidden_dims=[8], stable=stable)
+    options = dict(num_transforms=2, hidden_dims=[8], bijection="gated" if stable else "affine")
     return GUIDES[kind](model, **{**options, **kwargs})
 
 
@@ -424,7 +424,7 @@ def test_deepcopy_and_pickle_after_use(kind):
 # ------------------------------------------------------------------------ 5. AmortizedIAF
 @pytest.mark.parametrize("stable", [True, False])
 def test_amortized_shapes(stable):
-    posterior = AmortizedIAF(latent_dim=3, context_dim=4, num_transforms=2, hidden_dims=[16], stable=stable)
+    posterior = AmortizedIAF(latent_dim=3, context_dim=4, num_transforms=2, hidden_dims=[16], bijection="gated" if stable else "affine")
     loc, scale, context = torch.randn(6, 3), torch.rand(6, 3) + 0.5, torch.randn(6, 4)
     q = posterior(loc, scale, context)
     assert q.batch_shape == (6,) and q.event_shape == (3,)
@@ -438,7 +438,7 @@ def test_amortized_shapes(stable):
 @pytest.mark.usefixtures("float64_default")
 @pytest.mark.parametrize("stable", [True, False])
 def test_amortized_log_prob_matches_recomputation(stable):
-    posterior = AmortizedIAF(latent_dim=3, context_dim=2, num_transforms=2, hidden_dims=[16], stable=stable)
+    posterior = AmortizedIAF(latent_dim=3, context_dim=2, num_transforms=2, hidden_dims=[16], bijection="gated" if stable else "affine")
     with torch.no_grad():
         for p in posterior.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -575,7 +575,7 @@ def test_stable_start_is_centred_at_init_loc():
     # The gated step keeps sigmoid(2) ~ 0.88 of its input at first (documented), so
     # only the location and an upper bound on the spread are checked here.
     init = init_to_value(values=INIT_VALUES)
-    guide = AutoIAF(constrained_model, num_transforms=4, hidden_dims=[16], stable=True, init_loc_fn=init)
+    guide = AutoIAF(constrained_model, num_transforms=4, hidden_dims=[16], bijection="gated", init_loc_fn=init)
     guide()
     with torch.no_grad():
         z = guide.get_posterior().sample((4000,))

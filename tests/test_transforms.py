@@ -18,6 +18,7 @@ from pyro.distributions.torch_transform import TransformModule
 
 from flowkit.nn import MADE
 from flowkit.transforms import (
+    MAF,
     AffineIAF,
     AffineMAF,
     ConditionalAffineIAF,
@@ -236,13 +237,8 @@ def test_sequential_directions_match_naive_loop(config, stable):
     torch.testing.assert_close(AffineIAF(made, stable=stable).inv(y), naive_iaf_inverse(made, y, None, stable), **TOL)
     # and the library's own naive method agrees too
     t = AffineMAF(made, stable=stable)
-
-    def step(params, i):
-        shift, scale, _ = t._step_affine(params)
-        return shift.squeeze(-1) + scale.squeeze(-1) * x[..., i]
-
-    naive, _ = made.sequential(step, (5,), method="naive")
-    torch.testing.assert_close(t(x.clone()), naive, **TOL)
+    naive = MAF(made, t.bijection, sequential="naive")
+    torch.testing.assert_close(t(x.clone()), naive(x.clone()), **TOL)
 
 
 @CONFIG_SETTINGS
@@ -315,9 +311,13 @@ def test_stable_builders_start_as_the_gate_bias_says(builder):
 
 
 def _affine_of(u, kind="maf", **kwargs):
-    """Runs the transform's (shift, scale, log_scale) on unconstrained scale outputs u."""
+    """The transform's (shift, scale, log_scale) for unconstrained scale outputs u and
+    zero shift outputs, read from its bijection at x = 0 and x = 1."""
     t = PLAIN[kind](MADE(u.shape[-1], [2 * u.shape[-1]], [1, 1], seed=0).double(), **kwargs)
-    return t._affine(torch.stack([torch.zeros_like(u), u], dim=-2))
+    params = torch.stack([torch.zeros_like(u), u], dim=-2)
+    shift, _ = t.bijection.forward(params, torch.zeros_like(u))
+    shifted_by_scale, log_scale = t.bijection.forward(params, torch.ones_like(u))
+    return shift, shifted_by_scale - shift, log_scale
 
 
 def test_zero_output_gives_unit_scale():

@@ -1,6 +1,6 @@
 """Distributions: MADE density models and flow builders."""
 
-from flowkit.distributions.flows import Flow, iaf, maf
+from flowkit.distributions.flows import Flow, iaf, maf, nsf
 from flowkit.distributions.made_models import (
     AutoregressiveMADE,
     BernoulliMADE,
@@ -20,4 +20,5 @@ __all__ = [
     "MixtureMADE",
     "iaf",
     "maf",
+    "nsf",
 ]

@@ -1,4 +1,5 @@
-"""Flow builders: [`maf`][flowkit.distributions.flows.maf] and [`iaf`][flowkit.distributions.flows.iaf] return a
+"""Flow builders: [`maf`][flowkit.distributions.flows.maf], [`iaf`][flowkit.distributions.flows.iaf] and
+[`nsf`][flowkit.distributions.flows.nsf] return a
 [`Flow`][flowkit.distributions.flows.Flow], an ``nn.Module`` that is also a distribution (``log_prob``,
 ``sample``, ``rsample``) and hands out the Pyro distribution for ``pyro.sample`` sites."""
 
@@ -14,24 +15,33 @@ from torch import Tensor, nn
 from torch.distributions.utils import _sum_rightmost
 
 from flowkit.transforms import (
+    IAF,
+    MAF,
     ActNorm,
+    Affine,
     AffineIAF,
     AffineMAF,
     BatchNorm,
     ConditionalAffineIAF,
     ConditionalAffineMAF,
+    ConditionalIAF,
+    ConditionalMAF,
+    ElementwiseBijection,
+    GatedAffine,
     Permute,
-    default_hidden_dims,
-    init_near_identity,
+    RationalQuadraticSpline,
+    as_bijection,
 )
+from flowkit.transforms.autoregressive import _near_identity_made, _resolve_conditioner
 from flowkit.transforms.cache import CachedTransformModule
 from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
-from flowkit.nn import MADE
+from flowkit.nn import MADE, MADEConfig
+from flowkit.nn.made import default_hidden_dims
 from flowkit.nn.masks import make_order
 from flowkit._seeding import make_generator
 from flowkit._validation import as_shape, check_is_tensor, check_tensor
 
-__all__ = ["Flow", "iaf", "maf"]
+__all__ = ["Flow", "iaf", "maf", "nsf"]
 
 
 class Flow(nn.Module):
@@ -197,36 +207,50 @@ def _inverse_and_log_det(transform, y: Tensor) -> tuple[Tensor, Tensor]:
     return x, _sum_rightmost(transform.log_abs_det_jacobian(x, y), 1 - transform.codomain.event_dim)
 
 
+def _step(kind: str, made: MADE, bijection: ElementwiseBijection) -> nn.Module:
+    """One MAF or IAF step (conditional when the MADE reads a context). Affine bijections
+    get the Pyro-familiar affine classes, with the same numbers and state_dict."""
+    conditional = made.context_dim > 0
+    affine = {"maf": (AffineMAF, ConditionalAffineMAF), "iaf": (AffineIAF, ConditionalAffineIAF)}[kind][conditional]
+    if isinstance(bijection, Affine):
+        return affine(made, stable=False, scale_floor=bijection.scale_floor)
+    if isinstance(bijection, GatedAffine):
+        return affine(made, stable=True, sigmoid_bias=bijection.sigmoid_bias)
+    generic = {"maf": (MAF, ConditionalMAF), "iaf": (IAF, ConditionalIAF)}[kind][conditional]
+    return generic(made, bijection)
+
+
 def _build(
-    step: str,
+    kind: str,
     input_dim: int,
+    *,
     num_transforms: int,
     hidden_dims: Sequence[int] | None,
     context_dim: int,
     permutation: str | None,
     batch_norm: bool,
     act_norm: bool,
-    step_options: dict,
+    bijection: ElementwiseBijection | str,
+    conditioner: MADEConfig | None,
     base: str,
     num_components: int,
     seed: int | None,
-    made_kwargs: dict,
 ) -> Flow:
-    """The layers of a MAF or IAF; ``step_options`` go to every affine step."""
+    """The layers of a MAF or IAF: steps of ``bijection`` on MADEs from ``conditioner``,
+    and what goes between them."""
     if isinstance(num_transforms, bool) or not isinstance(num_transforms, int) or num_transforms < 1:
         raise ValueError(f"num_transforms: expected a positive int, got {num_transforms!r}")
     if permutation not in ("reversed", "random", None):
         raise ValueError(f"permutation: expected 'reversed', 'random' or None, got {permutation!r}")
     if base not in ("normal", "mog"):
         raise ValueError(f"base: expected 'normal' or 'mog', got {base!r}")
-    plain, conditional = {"maf": (AffineMAF, ConditionalAffineMAF), "iaf": (AffineIAF, ConditionalAffineIAF)}[step]
-    hidden_dims = default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims
+    bijection = as_bijection(bijection)
+    conditioner = _resolve_conditioner(conditioner, hidden_dims)
     generator = make_generator(seed)
     layers: list[nn.Module] = []
     for index in range(num_transforms):
-        made = MADE(input_dim, hidden_dims, [1, 1], context_dim=context_dim, seed=generator, **made_kwargs)
-        init_near_identity(made)
-        layers.append((conditional if context_dim else plain)(made, **step_options))
+        made = _near_identity_made(input_dim, bijection, conditioner, None, context_dim, generator)
+        layers.append(_step(kind, made, bijection))
         if index == num_transforms - 1:
             break
         if batch_norm:
@@ -237,7 +261,10 @@ def _build(
             layers.append(Permute(make_order(input_dim, permutation, generator)))
     base_model = None
     if base == "mog":
-        base_model = MixtureMADE(input_dim, hidden_dims, num_components, context_dim, seed=generator, **made_kwargs)
+        # The base is a density model of its own: it shares the steps' widths, not their
+        # conditioner options (an order or activation chosen for the steps).
+        widths = default_hidden_dims(input_dim) if conditioner.hidden_dims is None else list(conditioner.hidden_dims)
+        base_model = MixtureMADE(input_dim, widths, num_components, context_dim, seed=generator)
     return Flow(layers, input_dim, context_dim, base_model)
 
 
@@ -249,48 +276,61 @@ def maf(
     permutation: str | None = "reversed",
     batch_norm: bool = False,
     act_norm: bool = False,
-    stable: bool = False,
-    scale_floor: float = 1e-3,
-    sigmoid_bias: float = 2.0,
+    *,
+    bijection: ElementwiseBijection | str = "affine",
+    conditioner: MADEConfig | None = None,
     base: str = "normal",
     num_components: int = 5,
     seed: int | None = None,
-    **made_kwargs,
 ) -> Flow:
     """A masked autoregressive flow (Papamakarios et al. 2017): ``num_transforms``
-    [`AffineMAF`][flowkit.transforms.AffineMAF] steps with permutations (and optionally batch
-    norm or ActNorm) between them. Fast density, sequential sampling: the choice for
-    density estimation.
+    [`MAF`][flowkit.transforms.MAF] steps with permutations (and optionally batch norm
+    or ActNorm) between them. Fast density, sequential sampling: the choice for density
+    estimation.
+
+    Options come in three groups: the flow's (the first seven and ``base``,
+    ``num_components``, ``seed``), the bijection each step applies (``bijection``), and
+    the MADE that conditions it (``conditioner``, or just ``hidden_dims``).
 
     Args:
         input_dim: The event size ``D``.
         num_transforms: The number of MAF steps.
-        hidden_dims: MADE hidden widths; default
-            [`default_hidden_dims`][flowkit.transforms.default_hidden_dims].
+        hidden_dims: MADE hidden widths (or give them in ``conditioner``); default
+            [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims].
         context_dim: Context size for conditional density estimation; 0 for none.
         permutation: ``"reversed"`` (the MAF paper's), ``"random"`` or ``None``.
         batch_norm: Put [`BatchNorm`][flowkit.transforms.BatchNorm] between steps.
         act_norm: Put [`ActNorm`][flowkit.transforms.ActNorm] between steps.
-        stable: Use the gated affine update.
-        scale_floor: The smallest scale of each step (not used when ``stable``).
-        sigmoid_bias: The gate's bias when ``stable``.
+        bijection: The elementwise map of every step: an
+            [`ElementwiseBijection`][flowkit.transforms.ElementwiseBijection] such as
+            ``Affine(scale_floor=0.05)``, ``GatedAffine()`` or
+            ``RationalQuadraticSpline(bins=8, bound=5.0)``, or one of the names
+            ``"affine"`` (the default), ``"gated"``, ``"spline"``
+            ([`as_bijection`][flowkit.transforms.as_bijection]). Affine bijections give
+            [`AffineMAF`][flowkit.transforms.AffineMAF] steps.
+        conditioner: The options of every step's MADE, a
+            [`MADEConfig`][flowkit.nn.MADEConfig] (``activation``, ``residual``,
+            ``skip_connections``, ``order``, ...); default ``MADEConfig()``.
         base: ``"normal"`` (standard normal) or ``"mog"``: a
             [`MixtureMADE`][flowkit.distributions.MixtureMADE] base, which makes MAF MoG.
+            It has the steps' hidden widths and otherwise MADE's defaults.
         num_components: Mixture components per conditional of the ``"mog"`` base.
         seed: Fixes masks and permutations (weights follow torch's global seed).
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``activation``,
-            ``residual``, ``skip_connections``, ...).
 
     Examples:
         >>> flow = maf(3, num_transforms=2, hidden_dims=[16, 16], seed=0)
         >>> flow.log_prob(torch.zeros(3)).shape
         torch.Size([])
+        >>> from flowkit.nn import MADEConfig
+        >>> flow = maf(3, 2, bijection="gated", conditioner=MADEConfig(hidden_dims=[16], activation="tanh"))
+        >>> type(flow.transforms[0]).__name__, flow.transforms[0].bijection
+        ('AffineMAF', GatedAffine(sigmoid_bias=2.0))
     """
-    step_options = dict(stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
     return _build(
-        "maf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, step_options,
-        base, num_components, seed, made_kwargs,
-    )
+        "maf", input_dim, num_transforms=num_transforms, hidden_dims=hidden_dims, context_dim=context_dim,
+        permutation=permutation, batch_norm=batch_norm, act_norm=act_norm, bijection=bijection,
+        conditioner=conditioner, base=base, num_components=num_components, seed=seed,
+    )  # fmt: skip
 
 
 def iaf(
@@ -301,14 +341,13 @@ def iaf(
     permutation: str | None = "reversed",
     batch_norm: bool = False,
     act_norm: bool = False,
-    stable: bool = False,
-    scale_floor: float = 1e-3,
-    sigmoid_bias: float = 2.0,
+    *,
+    bijection: ElementwiseBijection | str = "affine",
+    conditioner: MADEConfig | None = None,
     seed: int | None = None,
-    **made_kwargs,
 ) -> Flow:
     """An inverse autoregressive flow (Kingma et al. 2016): like [`maf`][flowkit.distributions.flows.maf] with
-    [`AffineIAF`][flowkit.transforms.AffineIAF] steps and a standard normal base. One-pass
+    [`IAF`][flowkit.transforms.IAF] steps and a standard normal base. One-pass
     sampling, and free density of its own samples
     ([`Flow.rsample_and_log_prob`][flowkit.distributions.flows.Flow.rsample_and_log_prob]): the choice for
     variational posteriors.
@@ -316,17 +355,17 @@ def iaf(
     Args:
         input_dim: The event size ``D``.
         num_transforms: The number of IAF steps.
-        hidden_dims: MADE hidden widths; default
-            [`default_hidden_dims`][flowkit.transforms.default_hidden_dims].
+        hidden_dims: MADE hidden widths (or give them in ``conditioner``); default
+            [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims].
         context_dim: Context size for amortized posteriors; 0 for none.
         permutation: ``"reversed"``, ``"random"`` or ``None``.
         batch_norm: Put [`BatchNorm`][flowkit.transforms.BatchNorm] between steps.
         act_norm: Put [`ActNorm`][flowkit.transforms.ActNorm] between steps.
-        stable: Use the gated update of Kingma et al. (2016).
-        scale_floor: The smallest scale of each step (not used when ``stable``).
-        sigmoid_bias: The gate's bias when ``stable``.
+        bijection: As in [`maf`][flowkit.distributions.flows.maf]; ``"gated"`` is the
+            update of Kingma et al. (2016). Affine bijections give
+            [`AffineIAF`][flowkit.transforms.AffineIAF] steps.
+        conditioner: As in [`maf`][flowkit.distributions.flows.maf].
         seed: Fixes masks and permutations (weights follow torch's global seed).
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE].
 
     Examples:
         >>> flow = iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
@@ -334,8 +373,60 @@ def iaf(
         >>> x.shape, log_q.shape
         (torch.Size([5, 3]), torch.Size([5]))
     """
-    step_options = dict(stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
     return _build(
-        "iaf", input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm, step_options,
-        "normal", 1, seed, made_kwargs,
-    )
+        "iaf", input_dim, num_transforms=num_transforms, hidden_dims=hidden_dims, context_dim=context_dim,
+        permutation=permutation, batch_norm=batch_norm, act_norm=act_norm, bijection=bijection,
+        conditioner=conditioner, base="normal", num_components=1, seed=seed,
+    )  # fmt: skip
+
+
+def nsf(
+    input_dim: int,
+    num_transforms: int = 5,
+    hidden_dims: Sequence[int] | None = None,
+    *,
+    bins: int = 8,
+    bound: float | Sequence[float] | Tensor = 5.0,
+    context_dim: int = 0,
+    permutation: str | None = "reversed",
+    batch_norm: bool = False,
+    act_norm: bool = False,
+    conditioner: MADEConfig | None = None,
+    base: str = "normal",
+    num_components: int = 5,
+    seed: int | None = None,
+) -> Flow:
+    r"""A neural spline flow (Durkan et al. 2019), autoregressive: [`maf`][flowkit.distributions.flows.maf]
+    whose steps apply a monotone
+    [`RationalQuadraticSpline`][flowkit.transforms.RationalQuadraticSpline] with ``bins``
+    bins on \([-B, B]\), ``B = bound``, and the identity outside. Density in one MADE pass
+    per step, sampling sequential. Each step starts near the identity.
+
+    Args:
+        input_dim: The event size ``D``.
+        num_transforms: The number of spline steps.
+        hidden_dims: MADE hidden widths (or give them in ``conditioner``); default
+            [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims].
+        bins: The number of spline bins \(K\) (each step's MADE gives \(3K - 1\)
+            parameters per input).
+        bound: \(B\): a float, or one per input. Data are best standardised to lie mostly
+            inside \([-B, B]\).
+        context_dim: Context size for conditional density estimation; 0 for none.
+        permutation: As in [`maf`][flowkit.distributions.flows.maf].
+        batch_norm: As in [`maf`][flowkit.distributions.flows.maf].
+        act_norm: As in [`maf`][flowkit.distributions.flows.maf].
+        conditioner: As in [`maf`][flowkit.distributions.flows.maf].
+        base: As in [`maf`][flowkit.distributions.flows.maf].
+        num_components: As in [`maf`][flowkit.distributions.flows.maf].
+        seed: As in [`maf`][flowkit.distributions.flows.maf].
+
+    Examples:
+        >>> flow = nsf(2, num_transforms=2, hidden_dims=[16], bins=4, seed=0)
+        >>> flow.transforms[0].bijection.bins, flow.sample((3,)).shape
+        (4, torch.Size([3, 2]))
+    """
+    return maf(
+        input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm,
+        bijection=RationalQuadraticSpline(bins, bound), conditioner=conditioner, base=base,
+        num_components=num_components, seed=seed,
+    )  # fmt: skip

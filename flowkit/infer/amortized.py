@@ -17,6 +17,8 @@ import pyro.distributions as dist
 from torch import Tensor, nn
 
 from flowkit.distributions.flows import iaf
+from flowkit.nn import MADEConfig
+from flowkit.transforms import ElementwiseBijection
 
 __all__ = ["AmortizedIAF"]
 
@@ -32,9 +34,11 @@ class AmortizedIAF(nn.Module):
         context_dim: The size of the encoder's context vector ``h``.
         num_transforms: The number of IAF steps.
         hidden_dims: MADE widths.
-        stable: Use the gated update (Kingma et al. 2016 use it).
         seed: Fixes masks and permutations.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE].
+        bijection: The elementwise map of every step, as in
+            [`iaf`][flowkit.distributions.flows.iaf]; the default ``"gated"`` is the
+            update Kingma et al. (2016) use, ``"spline"`` gives spline steps.
+        conditioner: The options of every step's MADE, a [`MADEConfig`][flowkit.nn.MADEConfig].
 
     Examples:
         >>> import torch
@@ -51,16 +55,18 @@ class AmortizedIAF(nn.Module):
         context_dim: int,
         num_transforms: int = 2,
         hidden_dims: Sequence[int] | None = None,
-        stable: bool = True,
         seed: int | None = 0,
-        **made_kwargs,
+        *,
+        bijection: ElementwiseBijection | str = "gated",
+        conditioner: MADEConfig | None = None,
     ):
         super().__init__()
         if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 1:
             raise ValueError(f"context_dim: expected a positive int, got {context_dim!r}")
         self.flow = iaf(
-            latent_dim, num_transforms, hidden_dims, context_dim=context_dim, stable=stable, seed=seed, **made_kwargs
-        )
+            latent_dim, num_transforms, hidden_dims, context_dim=context_dim, bijection=bijection,
+            conditioner=conditioner, seed=seed,
+        )  # fmt: skip
 
     def forward(self, loc: Tensor, scale: Tensor, context: Tensor) -> dist.TransformedDistribution:
         """The posterior for the encoder outputs ``loc``, ``scale`` (``(..., D)``) and

@@ -10,13 +10,14 @@ into one vector \(z \in \mathbb{R}^D\) with the posterior
     \varepsilon \sim N(0, I),
 \]
 
-where the \(f_k\) are affine autoregressive steps with permutations between them.
+where the \(f_k\) are autoregressive steps (affine by default, or splines with
+``bijection="spline"``) with permutations between them.
 Every step starts near the identity, so the guide starts as \(\mathcal{N}(\mu, \sigma^2)\)
 around the init location of ``init_loc_fn`` with scale ``init_scale``. (With
-``stable=True`` each gated step starts as \(z \mapsto \mathrm{sigmoid}(2) z \approx 0.88 z\),
+``bijection="gated"`` each gated step starts as \(z \mapsto \mathrm{sigmoid}(2) z \approx 0.88 z\),
 so \(K\) steps start with scale about \(0.88^K\) ``init_scale``.) Compared with
-Pyro's ``AutoIAFNormal``: permutations between steps, a choice of the gated ("stable")
-update, configurable depth and width, and the near-identity start.
+Pyro's ``AutoIAFNormal``: permutations between steps, a choice of the gated update or
+splines, configurable depth and width, and the near-identity start.
 
 For an IAF the ELBO is cheap: a sample and its log-density come from one pass per step
 (the log-density of the guide's own sample is read from the transform's cache).
@@ -38,6 +39,9 @@ from pyro.nn import PyroParam
 from torch import Tensor, nn
 
 from flowkit.distributions.flows import iaf, maf
+from flowkit.nn import MADEConfig
+from flowkit.transforms import ElementwiseBijection, as_bijection
+from flowkit.transforms.autoregressive import _resolve_conditioner
 
 __all__ = ["AutoIAF", "AutoMAF"]
 
@@ -53,22 +57,22 @@ class AutoFlow(AutoContinuous):
         model: Callable,
         num_transforms: int = 4,
         hidden_dims: Sequence[int] | None = None,
-        stable: bool = False,
         permutation: str | None = "reversed",
         init_loc_fn: Callable = init_to_median,
         init_scale: float = 0.1,
         seed: int | None = 0,
-        **made_kwargs,
+        *,
+        bijection: ElementwiseBijection | str = "affine",
+        conditioner: MADEConfig | None = None,
     ):
         if not init_scale > 0:
             raise ValueError(f"init_scale: expected a positive float, got {init_scale!r}")
         self._flow_options = dict(
             num_transforms=num_transforms,
-            hidden_dims=hidden_dims,
-            stable=stable,
             permutation=permutation,
             seed=seed,
-            **made_kwargs,
+            bijection=as_bijection(bijection),  # checked here, not at the first call
+            conditioner=_resolve_conditioner(conditioner, hidden_dims),
         )
         self._init_scale = init_scale
         super().__init__(model, init_loc_fn=init_loc_fn)
@@ -136,13 +140,16 @@ class AutoIAF(AutoFlow):
         model: A Pyro model.
         num_transforms: The number of IAF steps.
         hidden_dims: MADE widths; default
-            [`default_hidden_dims`][flowkit.transforms.default_hidden_dims].
-        stable: Use the gated update of Kingma et al. (2016).
+            [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims].
         permutation: ``"reversed"``, ``"random"`` or ``None`` between steps.
         init_loc_fn: Pyro's per-site init strategy for the location.
         init_scale: The initial posterior scale in the unconstrained space.
         seed: Fixes masks and permutations.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE].
+        bijection: The elementwise map of every step, as in
+            [`iaf`][flowkit.distributions.flows.iaf]: ``"affine"`` (the default),
+            ``"gated"`` (the update of Kingma et al. 2016), ``"spline"`` or an
+            [`ElementwiseBijection`][flowkit.transforms.ElementwiseBijection].
+        conditioner: The options of every step's MADE, a [`MADEConfig`][flowkit.nn.MADEConfig].
 
     Examples:
         >>> import pyro

@@ -1,6 +1,6 @@
 """Neural building blocks: mask construction and MADE."""
 
 from flowkit.nn import masks
-from flowkit.nn.made import MADE, LostDependencyWarning, MaskedLinear
+from flowkit.nn.made import MADE, LostDependencyWarning, MADEConfig, MaskedLinear, default_hidden_dims
 
-__all__ = ["MADE", "LostDependencyWarning", "MaskedLinear", "masks"]
+__all__ = ["MADE", "LostDependencyWarning", "MADEConfig", "MaskedLinear", "default_hidden_dims", "masks"]

@@ -8,6 +8,7 @@ parameters of every conditional \(p(x_d \mid x_{<d})\).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from flowkit._callsite import user_stacklevel
 from flowkit._seeding import make_generator
 from flowkit._validation import as_shape, check_tensor
 
-__all__ = ["MADE", "LostDependencyWarning", "MaskedLinear"]
+__all__ = ["MADE", "LostDependencyWarning", "MADEConfig", "MaskedLinear", "default_hidden_dims"]
 
 
 class _InPlaceActivation(nn.Module):
@@ -570,3 +571,93 @@ def _check_int_list(values: Sequence[int], name: str) -> list[int]:
             raise ValueError(f"{name}: expected positive ints, got {values}")
     return values
 
+
+
+def default_hidden_dims(input_dim: int) -> list[int]:
+    """Two layers of ``max(64, 3 * input_dim + 1)`` units: wide enough for every
+    dependency, like Pyro's ``3 * input_dim + 1``, and at least zuko's 64."""
+    return [max(64, 3 * input_dim + 1)] * 2
+
+
+@dataclass(frozen=True)
+class MADEConfig:
+    """The options of the [`MADE`][flowkit.nn.MADE] that conditions each step of a flow,
+    for the builders ([`maf`][flowkit.distributions.flows.maf],
+    [`iaf`][flowkit.distributions.flows.iaf], [`nsf`][flowkit.distributions.flows.nsf],
+    the ``affine_*`` transform builders, the guides): everything but what the flow decides
+    itself (the input size, the parameters per input its bijection needs, the context
+    size and the seed). Checked when it is made, so a bad option fails before any layer
+    is built. Options as in [`MADE`][flowkit.nn.MADE].
+
+    Args:
+        hidden_dims: The hidden widths; ``None`` lets the builder choose
+            ([`default_hidden_dims`][flowkit.nn.made.default_hidden_dims], or the
+            builder's own ``hidden_dims`` argument).
+        order: The autoregressive order of every step's MADE.
+        degrees: ``"even"`` or ``"random"`` hidden degrees.
+        activation: The hidden activation: a name, a module or a module class.
+        skip_connections: Direct masked connections from inputs (and context) to outputs.
+        residual: Residual hidden layers (needs equal widths).
+        num_masks: The number of mask sets per MADE.
+        on_lost_dependencies: ``"warn"`` or ``"raise"`` for layers too narrow to keep
+            every dependency.
+
+    Examples:
+        >>> config = MADEConfig(hidden_dims=[16, 16], activation="tanh")
+        >>> made = config.build(3, param_dims=[1, 1], seed=0)
+        >>> made.hidden_dims, type(made.activation).__name__
+        ([16, 16], 'Tanh')
+    """
+
+    hidden_dims: Sequence[int] | None = None
+    order: str | Sequence[int] | Tensor = "natural"
+    degrees: str = "even"
+    activation: str | nn.Module | type[nn.Module] | Callable[[Tensor], Tensor] = "relu"
+    skip_connections: bool = False
+    residual: bool = False
+    num_masks: int = 1
+    on_lost_dependencies: str = "warn"
+
+    def __post_init__(self):
+        if self.hidden_dims is not None:
+            object.__setattr__(self, "hidden_dims", tuple(_check_int_list(self.hidden_dims, "hidden_dims")))
+            if self.residual and len(set(self.hidden_dims)) > 1:
+                raise ValueError(f"hidden_dims: residual=True needs equal widths, got {list(self.hidden_dims)}")
+        if self.degrees not in M.DEGREE_SCHEMES:
+            raise ValueError(f"degrees: expected one of {M.DEGREE_SCHEMES}, got {self.degrees!r}")
+        for name in ("skip_connections", "residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
+        M._check_positive_int(self.num_masks, "num_masks")
+        if self.on_lost_dependencies not in ("warn", "raise"):
+            raise ValueError(f"on_lost_dependencies: expected 'warn' or 'raise', got {self.on_lost_dependencies!r}")
+        _activation(self.activation)  # raises for a bad one
+
+    def replace(self, **changes) -> MADEConfig:
+        """A copy with ``changes`` (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def build(
+        self,
+        input_dim: int,
+        param_dims: Sequence[int],
+        context_dim: int = 0,
+        seed: int | torch.Generator | None = None,
+    ) -> MADE:
+        """A fresh [`MADE`][flowkit.nn.MADE] with these options, hidden widths
+        [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims] when ``hidden_dims`` is ``None``."""
+        hidden_dims = default_hidden_dims(input_dim) if self.hidden_dims is None else list(self.hidden_dims)
+        return MADE(
+            input_dim,
+            hidden_dims,
+            param_dims,
+            context_dim=context_dim,
+            order=self.order,
+            degrees=self.degrees,
+            activation=self.activation,
+            skip_connections=self.skip_connections,
+            residual=self.residual,
+            num_masks=self.num_masks,
+            seed=seed,
+            on_lost_dependencies=self.on_lost_dependencies,
+        )

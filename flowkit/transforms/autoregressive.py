@@ -1,56 +1,89 @@
-r"""Affine autoregressive transforms: MAF and IAF, as Pyro `TransformModule` objects.
+r"""Masked autoregressive transforms, MAF and IAF, as Pyro `TransformModule` objects: one
+core that takes a [`MADE`][flowkit.nn.MADE] and any
+[`ElementwiseBijection`][flowkit.transforms.elementwise.ElementwiseBijection].
 
 Both follow Pyro's convention: the forward direction maps base noise \(x\) to data
-\(y\), elementwise \(y_i = \mu_i + \sigma_i x_i\), with \((\mu_i, \sigma_i)\)
-from a [`MADE`][flowkit.nn.MADE]. They differ in which side the MADE reads:
+\(y\), elementwise \(y_i = f(x_i; \theta_i)\), with the parameters \(\theta_i\) of input
+\(i\) from a MADE. The bijection \(f\) is an
+[`Affine`][flowkit.transforms.elementwise.Affine] map (\(y_i = \mu_i + \sigma_i x_i\)),
+its [`GatedAffine`][flowkit.transforms.elementwise.GatedAffine] variant, or a
+[`RationalQuadraticSpline`][flowkit.transforms.elementwise.RationalQuadraticSpline]
+(neural spline flows). [`MAF`][flowkit.transforms.autoregressive.MAF] and
+[`IAF`][flowkit.transforms.autoregressive.IAF] differ only in which side the MADE reads:
 
-* **MAF** reads the data, \(\mu_i = \mu_i(y_{<i})\): the density of data takes one pass
-  (the inverse direction, ``y -> x``), sampling is sequential.
-* **IAF** reads the noise, \(\mu_i = \mu_i(x_{<i})\): sampling takes one pass
+* **MAF** reads the data, \(\theta_i = \theta_i(y_{<i})\): the density of data takes one
+  pass (the inverse direction, ``y -> x``), sampling is sequential.
+* **IAF** reads the noise, \(\theta_i = \theta_i(x_{<i})\): sampling takes one pass
   (the forward direction, ``x -> y``), the density of outside points is sequential, and
   the density of its own samples is free from the cache.
 
 The sequential direction uses [`MADE.sequential`][flowkit.nn.made.MADE.sequential], which
 computes every hidden unit once (about one forward pass of arithmetic) instead of one pass
-per input.
+per input; each of its steps applies the bijection to one column.
 
-Scales are \(\sigma = \mathrm{softplus}(u + c) + \sigma_{\min}\), with \(c\) chosen so
-that \(u = 0\) gives \(\sigma = 1\): smooth, never below the floor, never a clamp
-whose gradient vanishes. The ``stable`` variant (Kingma et al. 2016) gates instead,
-\(y = \sigma x + (1 - \sigma) \mu\) with \(\sigma = \mathrm{sigmoid}(u + b)\).
+[`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF],
+[`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] and their conditional variants
+are the same transforms with an affine bijection, under Pyro-familiar names and arguments
+(``stable``, ``sigmoid_bias``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor
 
 from flowkit._validation import check_tensor
-from flowkit.nn import MADE
+from flowkit.nn import MADE, MADEConfig
+from flowkit.nn.made import default_hidden_dims
 from flowkit.transforms.cache import CachedTransformModule
+from flowkit.transforms.elementwise import Affine, ElementwiseBijection, GatedAffine, RationalQuadraticSpline
 
 __all__ = [
+    "IAF",
+    "MAF",
     "AffineIAF",
     "AffineMAF",
     "ConditionalAffineIAF",
     "ConditionalAffineMAF",
+    "ConditionalIAF",
+    "ConditionalMAF",
+    "MaskedAutoregressive",
     "affine_iaf",
     "affine_maf",
+    "as_bijection",
     "conditional_affine_iaf",
     "conditional_affine_maf",
-    "default_hidden_dims",
     "init_near_identity",
 ]
 
+SEQUENTIAL_METHODS = ("fast", "naive")
 
-class _AffineAutoregressive(CachedTransformModule):
-    """Shared parts of MAF and IAF: the affine map, its parameters and the cache."""
+
+class MaskedAutoregressive(CachedTransformModule):
+    r"""What [`MAF`][flowkit.transforms.autoregressive.MAF] and
+    [`IAF`][flowkit.transforms.autoregressive.IAF] share: a MADE, an elementwise
+    bijection, an optional context, and the two ways to run the bijection through the
+    MADE, written once for every bijection.
+
+    * the one-pass direction: one MADE pass over the side the MADE reads gives every
+      input's parameters, and the bijection maps all columns at once;
+    * the sequential direction: [`MADE.sequential`][flowkit.nn.made.MADE.sequential]
+      builds the side the MADE reads one column at a time, in the MADE's order, each
+      column by the bijection on that column alone.
+
+    Args:
+        made: A [`MADE`][flowkit.nn.MADE] with ``sum(param_dims) == bijection.num_params``.
+        bijection: The [`ElementwiseBijection`][flowkit.transforms.elementwise.ElementwiseBijection]
+            each input goes through.
+        context: The context for a conditional MADE (use the ``Conditional*`` classes,
+            whose ``.condition(context)`` passes it).
+        sequential: How the sequential direction runs, ``"fast"`` (each hidden unit
+            computed once) or ``"naive"`` (a full MADE pass per input; a reference for tests).
+    """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -61,23 +94,20 @@ class _AffineAutoregressive(CachedTransformModule):
     def __init__(
         self,
         made: MADE,
+        bijection: ElementwiseBijection,
         context: Tensor | None = None,
-        stable: bool = False,
-        scale_floor: float = 1e-3,
-        sigmoid_bias: float = 2.0,
+        *,
+        sequential: str = "fast",
     ):
         super().__init__()
-        _check_made(made)
-        if not 0.0 < scale_floor < 1.0:
-            raise ValueError(f"scale_floor: expected a float in (0, 1), got {scale_floor!r}")
+        _check_made_and_bijection(made, bijection)
+        _check_sequential(sequential)
         if context is not None:
             _check_context(made, context)
         self.made = made
+        self.bijection = bijection
         self.context = context
-        self.stable = stable
-        self.scale_floor = scale_floor
-        self.sigmoid_bias = sigmoid_bias
-        self._softplus_shift = math.log(math.expm1(1.0 - scale_floor))  # u = 0 gives scale 1
+        self.sequential = sequential
 
     @property
     def input_dim(self) -> int:
@@ -90,83 +120,161 @@ class _AffineAutoregressive(CachedTransformModule):
     def _extra_watched_tensors(self) -> list[Tensor]:
         return [] if self.context is None else [self.context]
 
-    # The map y = shift + scale * x, from the MADE's two outputs per input.
-    def _affine(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(shift, scale, log_scale)`` from MADE outputs of shape ``(..., 2, D)``."""
-        loc, unconstrained = params.unbind(-2)
-        if self.stable:
-            gate = unconstrained + self.sigmoid_bias
-            scale, log_scale = torch.sigmoid(gate), F.logsigmoid(gate)
-            return (1.0 - scale) * loc, scale, log_scale
-        scale = F.softplus(unconstrained + self._softplus_shift) + self.scale_floor
-        return loc, scale, scale.log()
+    def _one_pass(self, value: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        r"""The bijection (or its inverse) on every column of ``value``, the side the MADE
+        reads, with parameters from one MADE pass over it; returns the other side and
+        \(\log |\det \partial y / \partial x|\)."""
+        params = self.made.raw_output(value, self.context)
+        if inverse:
+            x, log_dx_dy = self.bijection.inverse(params, value)
+            return x, -log_dx_dy.sum(-1)
+        y, log_dy_dx = self.bijection.forward(params, value)
+        return y, log_dy_dx.sum(-1)
 
-    def _step_affine(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Like `_affine` for the ``(..., 2)`` parameters of a single input."""
-        return self._affine(params.unsqueeze(-1))
+    def _sequential_pass(self, value: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        r"""Builds the side the MADE reads from the other side, ``value``, one column at a
+        time; returns it and \(\log |\det \partial y / \partial x|\)."""
+        apply = self.bijection.inverse if inverse else self.bijection.forward
 
-    def _one_pass(self, inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(shift, scale, log_scale)`` from one MADE pass over ``inputs``."""
-        return self._affine(self.made.raw_output(inputs, self.context))
+        def step(params: Tensor, i: int) -> Tensor:
+            # (*batch, P) parameters of input i against its (*batch, 1) column
+            return apply(params.unsqueeze(-1), value[..., i : i + 1], column=i)[0].squeeze(-1)
 
-    def _sequential(self, step, batch_shape: torch.Size) -> tuple[Tensor, Tensor]:
-        def solve(params: Tensor, i: int) -> Tensor:
-            shift, scale, _ = self._step_affine(params)
-            return step(shift.squeeze(-1), scale.squeeze(-1), i)
+        built, params = self.made.sequential(step, value.shape[:-1], self.context, method=self.sequential)
+        log_det = apply(params, value)[1].sum(-1)  # from the MADE outputs at the finished side
+        return built, -log_det if inverse else log_det
 
-        return self.made.sequential(solve, batch_shape, self.context)
+
+class MAF(MaskedAutoregressive):
+    r"""Masked autoregressive flow step: \(y_i = f(x_i; \theta_i(y_{<i}))\) for an
+    elementwise bijection \(f\).
+
+    The density of data (``y -> x``) takes one MADE pass; sampling is sequential (about
+    one pass of arithmetic, in ``D`` steps). Arguments as in
+    [`MaskedAutoregressive`][flowkit.transforms.autoregressive.MaskedAutoregressive].
+
+    Examples:
+        >>> from flowkit.transforms import RationalQuadraticSpline
+        >>> spline = RationalQuadraticSpline(bins=4, bound=3.0)
+        >>> maf = MAF(MADE(3, [16], param_dims=[spline.num_params], seed=0), spline)
+        >>> y = torch.randn(5, 3)
+        >>> x, log_det = maf.inverse_and_log_det(y)  # one MADE pass
+        >>> torch.allclose(maf.forward_and_log_det(x)[0], y, atol=1e-5)  # sequential
+        True
+    """
+
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Sequential: ``y_i = f(x_i; theta_i(y_<i))`` in the MADE's order."""
+        return self._sequential_pass(x, inverse=False)
+
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One MADE pass over the data ``y``."""
+        return self._one_pass(y, inverse=True)
 
     def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        r"""\(\sum_i \log \sigma_i\) from one MADE pass over the side the MADE reads."""
-        return self._one_pass(self._conditioner_input(x, y))[2].sum(-1)
-
-    def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self._one_pass(y, inverse=True)[1]
 
 
-class AffineIAF(_AffineAutoregressive):
-    r"""Inverse autoregressive flow step: \(y_i = \mu_i(x_{<i}) + \sigma_i(x_{<i}) x_i\).
+class IAF(MaskedAutoregressive):
+    r"""Inverse autoregressive flow step: \(y_i = f(x_i; \theta_i(x_{<i}))\) for an
+    elementwise bijection \(f\).
 
     Sampling (``x -> y``) is one MADE pass; the log-determinant of a sample it just drew
     comes from the cache with no pass at all, which is what an ELBO needs. Scoring an
     outside ``y`` inverts sequentially (about one pass of arithmetic, in ``D`` steps).
+    Arguments as in [`MaskedAutoregressive`][flowkit.transforms.autoregressive.MaskedAutoregressive].
+
+    Examples:
+        >>> from flowkit.transforms import RationalQuadraticSpline
+        >>> spline = RationalQuadraticSpline()
+        >>> iaf = IAF(MADE(3, [16], param_dims=[spline.num_params], seed=0), spline)
+        >>> y = iaf(torch.randn(5, 3))  # one MADE pass
+        >>> iaf.log_abs_det_jacobian(iaf.inv(y), y).shape  # both from the cache
+        torch.Size([5])
+    """
+
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One MADE pass over the noise ``x``."""
+        return self._one_pass(x, inverse=False)
+
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Sequential: ``x_i = f^-1(y_i; theta_i(x_<i))`` in the MADE's order."""
+        return self._sequential_pass(y, inverse=True)
+
+    def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self._one_pass(x, inverse=False)[1]
+
+
+class _ConditionalMaskedAutoregressive(ConditionalTransformModule):
+    """A MADE with a context and a bijection; ``.condition(context)`` gives the transform."""
+
+    transform_class: type[MaskedAutoregressive]
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    event_dim = 1
+
+    def __init__(self, made: MADE, bijection: ElementwiseBijection, *, sequential: str = "fast"):
+        super().__init__()
+        _check_made_and_bijection(made, bijection)
+        _check_sequential(sequential)
+        if made.context_dim == 0:
+            raise ValueError("made: a conditional transform needs a MADE built with context_dim > 0")
+        self.made = made
+        self.bijection = bijection
+        self.sequential = sequential
+
+    def condition(self, context: Tensor) -> MaskedAutoregressive:
+        """The transform for this ``context``, of shape ``(..., context_dim)``; it shares
+        this module's MADE."""
+        return self.transform_class(self.made, self.bijection, context, sequential=self.sequential)
+
+
+class ConditionalMAF(_ConditionalMaskedAutoregressive):
+    """[`MAF`][flowkit.transforms.autoregressive.MAF] whose MADE also reads a context:
+    ``.condition(context)`` gives the transform (conditional density estimation).
+
+    Args:
+        made: A [`MADE`][flowkit.nn.MADE] with ``context_dim > 0`` and
+            ``sum(param_dims) == bijection.num_params``.
+        bijection: The elementwise bijection, as in [`MAF`][flowkit.transforms.autoregressive.MAF].
+        sequential: ``"fast"`` or ``"naive"``, as in [`MAF`][flowkit.transforms.autoregressive.MAF].
+    """
+
+    transform_class = MAF
+
+
+class ConditionalIAF(_ConditionalMaskedAutoregressive):
+    """[`IAF`][flowkit.transforms.autoregressive.IAF] whose MADE also reads a context:
+    ``.condition(context)`` gives the transform (the amortized posteriors of Kingma et
+    al. 2016). Arguments as in [`ConditionalMAF`][flowkit.transforms.autoregressive.ConditionalMAF]."""
+
+    transform_class = IAF
+
+
+# ------------------------------------------------------------ the affine flows, by name
+def _affine_bijection(stable: bool, scale_floor: float, sigmoid_bias: float) -> ElementwiseBijection:
+    if not isinstance(stable, bool):
+        raise TypeError(f"stable: expected a bool, got {type(stable).__name__}")
+    affine = Affine(scale_floor)  # checks scale_floor even when stable, as these classes always did
+    return GatedAffine(sigmoid_bias) if stable else affine
+
+
+class AffineMAF(MAF):
+    r"""[`MAF`][flowkit.transforms.autoregressive.MAF] with an affine map,
+    \(y_i = \mu_i(y_{<i}) + \sigma_i(y_{<i}) x_i\), under the arguments of Pyro's
+    ``AffineAutoregressive``.
 
     Args:
         made: A [`MADE`][flowkit.nn.MADE] with two parameters per input
             (``param_dims=[1, 1]``), read as (shift, unconstrained scale).
         context: The context for a conditional MADE (use
-            [`ConditionalAffineIAF`][flowkit.transforms.autoregressive.ConditionalAffineIAF]).
-        stable: Use the gated update of Kingma et al. (2016).
+            [`ConditionalAffineMAF`][flowkit.transforms.autoregressive.ConditionalAffineMAF]).
+        stable: Use the gated update of Kingma et al. (2016),
+            [`GatedAffine`][flowkit.transforms.elementwise.GatedAffine], instead of
+            [`Affine`][flowkit.transforms.elementwise.Affine].
         scale_floor: The smallest scale (not used when ``stable``).
         sigmoid_bias: The gate's bias when ``stable``; 2 keeps most of ``x`` at first.
-
-    Examples:
-        >>> import pyro.distributions as dist
-        >>> iaf = affine_iaf(3, hidden_dims=[16], seed=0)
-        >>> flow = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0).to_event(1), [iaf])
-        >>> flow.sample((5,)).shape
-        torch.Size([5, 3])
-    """
-
-    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """One MADE pass over the noise ``x``."""
-        shift, scale, log_scale = self._one_pass(x)
-        return shift + scale * x, log_scale.sum(-1)
-
-    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Sequential: ``x_i = (y_i - mu_i(x_<i)) / sigma_i(x_<i)`` in the MADE's order."""
-        x, params = self._sequential(lambda shift, scale, i: (y[..., i] - shift) / scale, y.shape[:-1])
-        return x, self._affine(params)[2].sum(-1)
-
-    def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
-        return x
-
-
-class AffineMAF(_AffineAutoregressive):
-    r"""Masked autoregressive flow step: \(y_i = \mu_i(y_{<i}) + \sigma_i(y_{<i}) x_i\).
-
-    The density of data (``y -> x``) takes one MADE pass; sampling is sequential (about
-    one pass of arithmetic, in ``D`` steps). Arguments as in [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF].
 
     Examples:
         >>> maf = affine_maf(3, hidden_dims=[16], seed=0)
@@ -176,71 +284,113 @@ class AffineMAF(_AffineAutoregressive):
         True
     """
 
-    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Sequential: ``y_i = mu_i(y_<i) + sigma_i(y_<i) x_i`` in the MADE's order."""
-        y, params = self._sequential(lambda shift, scale, i: shift + scale * x[..., i], x.shape[:-1])
-        return y, self._affine(params)[2].sum(-1)
-
-    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One MADE pass over the data ``y``."""
-        shift, scale, log_scale = self._one_pass(y)
-        return (y - shift) / scale, log_scale.sum(-1)
-
-    def _conditioner_input(self, x: Tensor, y: Tensor) -> Tensor:
-        return y
+    def __init__(
+        self,
+        made: MADE,
+        context: Tensor | None = None,
+        stable: bool = False,
+        scale_floor: float = 1e-3,
+        sigmoid_bias: float = 2.0,
+    ):
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias), context)
 
 
-class _ConditionalAffineAutoregressive(ConditionalTransformModule):
-    transform_class: type[_AffineAutoregressive]
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-    event_dim = 1
+class AffineIAF(IAF):
+    r"""[`IAF`][flowkit.transforms.autoregressive.IAF] with an affine map,
+    \(y_i = \mu_i(x_{<i}) + \sigma_i(x_{<i}) x_i\). Arguments as in
+    [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
 
-    def __init__(self, made: MADE, **kwargs):
-        super().__init__()
-        _check_made(made)
-        if made.context_dim == 0:
-            raise ValueError("made: a conditional transform needs a MADE built with context_dim > 0")
-        self.made = made
-        self.kwargs = kwargs
-        self.transform_class(made, **kwargs)  # validates kwargs now, not at the first condition()
-
-    def condition(self, context: Tensor) -> _AffineAutoregressive:
-        """The transform for this ``context``, of shape ``(..., context_dim)``."""
-        return self.transform_class(self.made, context=context, **self.kwargs)
-
-
-class ConditionalAffineIAF(_ConditionalAffineAutoregressive):
-    """[`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] whose MADE also reads a context:
-    ``.condition(context)`` gives the transform (the amortized posteriors of Kingma et al.
-    2016).
-
-    Args:
-        made: A [`MADE`][flowkit.nn.MADE] with ``param_dims=[1, 1]`` and ``context_dim > 0``.
-        **kwargs (Any): ``stable``, ``scale_floor`` and ``sigmoid_bias``, as in
-            [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF].
+    Examples:
+        >>> import pyro.distributions as dist
+        >>> iaf = affine_iaf(3, hidden_dims=[16], seed=0)
+        >>> flow = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1.0).to_event(1), [iaf])
+        >>> flow.sample((5,)).shape
+        torch.Size([5, 3])
     """
 
-    transform_class = AffineIAF
+    def __init__(
+        self,
+        made: MADE,
+        context: Tensor | None = None,
+        stable: bool = False,
+        scale_floor: float = 1e-3,
+        sigmoid_bias: float = 2.0,
+    ):
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias), context)
 
 
-class ConditionalAffineMAF(_ConditionalAffineAutoregressive):
+class _ConditionalAffine(_ConditionalMaskedAutoregressive):
+    def __init__(self, made: MADE, stable: bool = False, scale_floor: float = 1e-3, sigmoid_bias: float = 2.0):
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias))
+        self._options = dict(stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
+
+    def condition(self, context: Tensor) -> MaskedAutoregressive:
+        """The transform for this ``context``, of shape ``(..., context_dim)``; it shares
+        this module's MADE."""
+        return self.transform_class(self.made, context, **self._options)
+
+
+class ConditionalAffineMAF(_ConditionalAffine):
     """[`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF] whose MADE also reads a context:
     ``.condition(context)`` gives the transform (conditional density estimation).
 
     Args:
         made: A [`MADE`][flowkit.nn.MADE] with ``param_dims=[1, 1]`` and ``context_dim > 0``.
-        **kwargs (Any): ``stable``, ``scale_floor`` and ``sigmoid_bias``, as in
-            [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF].
+        stable: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
+        scale_floor: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
+        sigmoid_bias: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
     """
 
     transform_class = AffineMAF
 
 
+class ConditionalAffineIAF(_ConditionalAffine):
+    """[`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] whose MADE also reads a context:
+    ``.condition(context)`` gives the transform (the amortized posteriors of Kingma et al.
+    2016). Arguments as in [`ConditionalAffineMAF`][flowkit.transforms.autoregressive.ConditionalAffineMAF].
+    """
+
+    transform_class = AffineIAF
+
+
+# ---------------------------------------------------------------------------- builders
+BIJECTION_NAMES = {"affine": Affine, "gated": GatedAffine, "spline": RationalQuadraticSpline}
+
+
+def as_bijection(bijection: ElementwiseBijection | str) -> ElementwiseBijection:
+    """``bijection`` itself, or the bijection a name stands for with its default options:
+    ``"affine"`` ([`Affine`][flowkit.transforms.elementwise.Affine]), ``"gated"``
+    ([`GatedAffine`][flowkit.transforms.elementwise.GatedAffine]) or ``"spline"``
+    ([`RationalQuadraticSpline`][flowkit.transforms.elementwise.RationalQuadraticSpline]).
+
+    Examples:
+        >>> as_bijection("spline")
+        RationalQuadraticSpline(bins=8, bound=5.0, min_bin_width=0.001, min_bin_height=0.001, min_derivative=0.001)
+    """
+    if isinstance(bijection, ElementwiseBijection):
+        return bijection
+    if isinstance(bijection, str) and bijection in BIJECTION_NAMES:
+        return BIJECTION_NAMES[bijection]()
+    raise ValueError(
+        f"bijection: expected an ElementwiseBijection or one of {sorted(BIJECTION_NAMES)}, got {bijection!r}"
+    )
+
+
+def _param_dims_for(bijection: ElementwiseBijection) -> list[int]:
+    """The MADE ``param_dims`` for ``bijection``: ``[1, 1]`` for the affine maps (shift
+    and scale, as Pyro's ``AffineAutoregressive`` reads them), ``[num_params]`` otherwise."""
+    return [1, 1] if isinstance(bijection, (Affine, GatedAffine)) else [bijection.num_params]
+
+
 def init_near_identity(made: MADE, scale: float = 1e-2) -> MADE:
-    """Shrinks the last layer of ``made`` (and zeros its bias) so that an affine transform
-    built on it starts close to the identity. Returns ``made``.
+    """Shrinks the last layer of ``made`` (and zeros its bias) so that its outputs start
+    near zero; returns ``made``.
+
+    Every bijection whose zero parameters are the identity
+    ([`Affine`][flowkit.transforms.elementwise.Affine],
+    [`RationalQuadraticSpline`][flowkit.transforms.elementwise.RationalQuadraticSpline])
+    then starts close to the identity. [`GatedAffine`][flowkit.transforms.elementwise.GatedAffine]
+    starts close to \\(y = \\mathrm{sigmoid}(b)\\, x\\) instead.
 
     Args:
         made: The MADE to change in place.
@@ -255,60 +405,128 @@ def init_near_identity(made: MADE, scale: float = 1e-2) -> MADE:
     return made
 
 
-def _made(input_dim: int, hidden_dims: Sequence[int] | None, context_dim: int, **made_kwargs) -> MADE:
+def _near_identity_made(
+    input_dim: int,
+    bijection: ElementwiseBijection,
+    conditioner: MADEConfig | None,
+    hidden_dims: Sequence[int] | None,
+    context_dim: int = 0,
+    seed: int | torch.Generator | None = None,
+) -> MADE:
+    """A fresh MADE for one step with ``bijection``, built from ``conditioner`` (widths from
+    ``hidden_dims`` when given there instead), its outputs shrunk by
+    [`init_near_identity`][flowkit.transforms.autoregressive.init_near_identity]."""
+    config = _resolve_conditioner(conditioner, hidden_dims)
+    return init_near_identity(config.build(input_dim, _param_dims_for(bijection), context_dim, seed))
+
+
+def _resolve_conditioner(conditioner: MADEConfig | None, hidden_dims: Sequence[int] | None) -> MADEConfig:
+    """``conditioner`` (default ``MADEConfig()``) with ``hidden_dims`` filled in: the
+    convenience argument of the builders, which may not contradict the config's."""
+    if conditioner is None:
+        conditioner = MADEConfig()
+    if not isinstance(conditioner, MADEConfig):
+        raise TypeError(f"conditioner: expected a flowkit.nn.MADEConfig or None, got {type(conditioner).__name__}")
     if hidden_dims is None:
-        hidden_dims = default_hidden_dims(input_dim)
-    made = MADE(input_dim, hidden_dims, param_dims=[1, 1], context_dim=context_dim, **made_kwargs)
-    return init_near_identity(made)
+        return conditioner
+    if conditioner.hidden_dims is not None:
+        raise ValueError(
+            "hidden_dims: given both as hidden_dims= and in conditioner=MADEConfig(hidden_dims=...); give one"
+        )
+    return conditioner.replace(hidden_dims=hidden_dims)
 
 
-def default_hidden_dims(input_dim: int) -> list[int]:
-    """Two layers of ``max(64, 3 * input_dim + 1)`` units: wide enough for every
-    dependency, like Pyro's ``3 * input_dim + 1``, and at least zuko's 64."""
-    return [max(64, 3 * input_dim + 1)] * 2
+def _affine_step(
+    cls: type[MaskedAutoregressive] | type[_ConditionalAffine],
+    input_dim: int,
+    context_dim: int,
+    hidden_dims: Sequence[int] | None,
+    conditioner: MADEConfig | None,
+    stable: bool,
+    scale_floor: float,
+    sigmoid_bias: float,
+    seed: int | torch.Generator | None,
+):
+    """An affine step of class ``cls`` (plain or conditional) on a fresh near-identity MADE."""
+    bijection = _affine_bijection(stable, scale_floor, sigmoid_bias)  # checked before the MADE is built
+    made = _near_identity_made(input_dim, bijection, conditioner, hidden_dims, context_dim, seed)
+    return cls(made, stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
 
 
-def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
-    transform_keys = {"stable", "scale_floor", "sigmoid_bias"}
-    transform = {k: v for k, v in kwargs.items() if k in transform_keys}
-    made = {k: v for k, v in kwargs.items() if k not in transform_keys}
-    return made, transform
-
-
-def affine_iaf(input_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs) -> AffineIAF:
+def affine_iaf(
+    input_dim: int,
+    hidden_dims: Sequence[int] | None = None,
+    *,
+    conditioner: MADEConfig | None = None,
+    stable: bool = False,
+    scale_floor: float = 1e-3,
+    sigmoid_bias: float = 2.0,
+    seed: int | torch.Generator | None = None,
+) -> AffineIAF:
     """Builds an [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] on a fresh near-identity MADE.
 
-    Keyword arguments ``stable``, ``scale_floor`` and ``sigmoid_bias`` go to the transform,
-    the rest (``order``, ``activation``, ``seed``, ...) to [`MADE`][flowkit.nn.MADE].
-    ``hidden_dims`` defaults to [`default_hidden_dims`][flowkit.transforms.autoregressive.default_hidden_dims].
+    Args:
+        input_dim: The event size ``D``.
+        hidden_dims: MADE hidden widths (or give them in ``conditioner``); default
+            [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims].
+        conditioner: The MADE's other options, a [`MADEConfig`][flowkit.nn.made.MADEConfig].
+        stable: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
+        scale_floor: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
+        sigmoid_bias: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
+        seed: Fixes the MADE's masks (weights follow torch's global seed).
     """
-    made_kwargs, transform_kwargs = _split_kwargs(kwargs)
-    return AffineIAF(_made(input_dim, hidden_dims, 0, **made_kwargs), **transform_kwargs)
+    return _affine_step(AffineIAF, input_dim, 0, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed)
 
 
-def affine_maf(input_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs) -> AffineMAF:
-    """Builds an [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF] on a fresh near-identity MADE; arguments
-    as in [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf]."""
-    made_kwargs, transform_kwargs = _split_kwargs(kwargs)
-    return AffineMAF(_made(input_dim, hidden_dims, 0, **made_kwargs), **transform_kwargs)
+def affine_maf(
+    input_dim: int,
+    hidden_dims: Sequence[int] | None = None,
+    *,
+    conditioner: MADEConfig | None = None,
+    stable: bool = False,
+    scale_floor: float = 1e-3,
+    sigmoid_bias: float = 2.0,
+    seed: int | torch.Generator | None = None,
+) -> AffineMAF:
+    """Builds an [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF] on a fresh near-identity MADE;
+    arguments as in [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf]."""
+    return _affine_step(AffineMAF, input_dim, 0, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed)
 
 
 def conditional_affine_iaf(
-    input_dim: int, context_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs
+    input_dim: int,
+    context_dim: int,
+    hidden_dims: Sequence[int] | None = None,
+    *,
+    conditioner: MADEConfig | None = None,
+    stable: bool = False,
+    scale_floor: float = 1e-3,
+    sigmoid_bias: float = 2.0,
+    seed: int | torch.Generator | None = None,
 ) -> ConditionalAffineIAF:
     """Builds a [`ConditionalAffineIAF`][flowkit.transforms.autoregressive.ConditionalAffineIAF]; arguments as in
     [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf], plus ``context_dim``, the size of the context."""
-    made_kwargs, transform_kwargs = _split_kwargs(kwargs)
-    return ConditionalAffineIAF(_made(input_dim, hidden_dims, context_dim, **made_kwargs), **transform_kwargs)
+    return _affine_step(
+        ConditionalAffineIAF, input_dim, context_dim, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed
+    )
 
 
 def conditional_affine_maf(
-    input_dim: int, context_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs
+    input_dim: int,
+    context_dim: int,
+    hidden_dims: Sequence[int] | None = None,
+    *,
+    conditioner: MADEConfig | None = None,
+    stable: bool = False,
+    scale_floor: float = 1e-3,
+    sigmoid_bias: float = 2.0,
+    seed: int | torch.Generator | None = None,
 ) -> ConditionalAffineMAF:
     """Builds a [`ConditionalAffineMAF`][flowkit.transforms.autoregressive.ConditionalAffineMAF]; arguments as in
     [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf], plus ``context_dim``, the size of the context."""
-    made_kwargs, transform_kwargs = _split_kwargs(kwargs)
-    return ConditionalAffineMAF(_made(input_dim, hidden_dims, context_dim, **made_kwargs), **transform_kwargs)
+    return _affine_step(
+        ConditionalAffineMAF, input_dim, context_dim, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed
+    )
 
 
 def _check_context(made: MADE, context: Tensor) -> None:
@@ -317,8 +535,25 @@ def _check_context(made: MADE, context: Tensor) -> None:
     check_tensor(context, "context", made.context_dim, "context_dim", made.output_layer.weight.dtype)
 
 
-def _check_made(made: object) -> None:
+def _check_sequential(sequential: str) -> None:
+    if sequential not in SEQUENTIAL_METHODS:
+        raise ValueError(f"sequential: expected one of {SEQUENTIAL_METHODS}, got {sequential!r}")
+
+
+def _check_made_and_bijection(made: object, bijection: object) -> None:
     if not isinstance(made, MADE):
         raise TypeError(f"made: expected a flowkit.MADE, got {type(made).__name__}")
-    if sum(made.param_dims) != 2:
-        raise ValueError(f"made: expected two parameters per input (param_dims=[1, 1]), got {made.param_dims}")
+    if not isinstance(bijection, ElementwiseBijection):
+        raise TypeError(
+            f"bijection: expected a flowkit.transforms.ElementwiseBijection, got {type(bijection).__name__}"
+        )
+    if sum(made.param_dims) != bijection.num_params:
+        raise ValueError(
+            f"made: {bijection!r} takes {bijection.num_params} parameters per input, but the MADE gives "
+            f"sum(param_dims) = {sum(made.param_dims)} (param_dims={made.param_dims})"
+        )
+    bound = getattr(bijection, "bound", None)
+    if isinstance(bound, Tensor) and len(bound) != made.input_dim:
+        raise ValueError(
+            f"bijection: a per-input bound needs one value per input, input_dim={made.input_dim}, got {len(bound)}"
+        )
