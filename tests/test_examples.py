@@ -157,6 +157,47 @@ def test_made_uci_quick(tmp_path):
     assert_png(tmp_path / "made_uci.png")
 
 
+def test_spline_vs_affine_quick(tmp_path):
+    stdout = run_script("examples/spline_vs_affine.py", "--quick", "--no-progress", "--out", str(tmp_path)).stdout
+    rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]
+    body = {(cells[0].strip(), cells[1].strip()): finite_numbers(cells[2:]) for cells in rows[1:]}
+    flows = ("affine MAF", "spline MAF (8 bins)")
+    assert set(body) == {(name, flow) for name in ("checkerboard", "moons") for flow in flows}, stdout
+    for name in ("checkerboard", "moons"):
+        (affine_params, affine_nll, _), (spline_params, spline_nll, _) = (body[name, flow] for flow in flows)
+        # The affine flow is widened to at least the spline flow's size, and not much more.
+        assert spline_params <= affine_params <= 1.1 * spline_params, body
+        # Two epochs fit little; the NLLs are plausible for 2-D data of scale ~1-4 (a normal
+        # with the data's variances gives ~4.5 nats on the checkerboard, ~3.3 on the moons).
+        assert 2 < affine_nll < 6 and 2 < spline_nll < 6, body
+    assert_png(tmp_path / "spline_vs_affine.png")
+    assert re.search(r"^figure: .*spline_vs_affine\.png$", stdout, re.MULTILINE), stdout
+
+
+def test_spline_vs_affine_figure_explains_itself():
+    """Each density panel names its flow, its test NLL and its size; every axis is labelled."""
+    example = load_example("spline_vs_affine")
+    args = example.parse_args(["--quick"])
+    test = torch.randn(50, 2)
+    scaler = example.Standardiser.fit(test)
+    spline = example.spline_flow(args)
+    results = [
+        example.Result("affine MAF", example.affine_flow(args, example.num_params(spline)), 10, 1.234, 0.5),
+        example.Result("spline MAF (8 bins)", spline, 9, 0.987, 0.5),
+    ]
+    fig = example.figure([("moons", test, scaler, results)], grid_size=10)
+    texts = figure_texts(fig)
+    axes = [ax for ax in fig.axes if ax.get_title()]  # the panels, not the colour bar
+    plt.close(fig)
+    assert "lower NLL is better" in fig.get_suptitle(), fig.get_suptitle()
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0] == "moons: 50 test points", titles
+    assert "affine MAF: test NLL 1.234 nats" in titles[1] and "(10 parameters)" in titles[1], titles
+    assert "spline MAF (8 bins): test NLL 0.987 nats" in titles[2], titles
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes), titles
+    assert "log-density (nats)" in texts, texts
+
+
 def test_sequential_benchmark_quick():
     stdout = run_script("benchmarks/sequential.py", "--quick").stdout
     rows = table_rows(stdout)
