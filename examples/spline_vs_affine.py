@@ -74,6 +74,7 @@ def num_params(module: torch.nn.Module) -> int:
 
 
 def spline_flow(args: argparse.Namespace) -> flowkit.Flow:
+    torch.manual_seed(args.seed)  # weights follow torch's global seed; masks follow seed=
     return flowkit.nsf(
         2, args.transforms, [args.hidden] * 2, bins=args.bins, bound=args.bound, seed=args.seed
     )
@@ -83,14 +84,14 @@ def affine_flow(args: argparse.Namespace, at_least: int) -> flowkit.Flow:
     """An affine MAF with as many steps as the spline flow, and MADEs just wide enough to
     have at least ``at_least`` parameters."""
     width = args.hidden
-    while num_params(flow := flowkit.maf(2, args.transforms, [width] * 2, seed=args.seed)) < at_least:
+    while num_params(flowkit.maf(2, args.transforms, [width] * 2)) < at_least:
         width += 1
-    return flow
+    torch.manual_seed(args.seed)  # weights follow torch's global seed; masks follow seed=
+    return flowkit.maf(2, args.transforms, [width] * 2, seed=args.seed)
 
 
 def train(label: str, flow: flowkit.Flow, splits: dict, scaler: Standardiser, args) -> Result:
     """Fits ``flow`` to the standardised data and measures its test NLL in data units."""
-    torch.manual_seed(args.seed)  # the same weights' draw and minibatches for each flow
     start = time.perf_counter()
     flowkit.fit(
         flow, scaler(splits["train"]), scaler(splits["valid"]), epochs=args.epochs,
@@ -124,14 +125,15 @@ def figure(panels: list[tuple[str, Tensor, Standardiser, list[Result]]], grid_si
     )
     for row, (name, test, scaler, results) in zip(axes, panels):
         limits = plot_limits(test)
-        row[0].scatter(test[:, 0], test[:, 1], s=1, alpha=0.3, color="black")
+        row[0].scatter(*test.T.numpy(), s=1, alpha=0.3, color="black")
         row[0].set_title(f"{name}: {len(test):,} test points")
         grids = [log_density_grid(r.flow, scaler, limits, grid_size) for r in results]
         # One colour scale for both flows, floored 8 nats below the peak so that the
         # near-empty regions do not take it all.
         vmax = max(log_p.max().item() for _, _, log_p in grids)
         for ax, result, (xs, ys, log_p) in zip(row[1:], results, grids):
-            image = ax.pcolormesh(xs, ys, log_p.clamp(min=vmax - 8), vmin=vmax - 8, vmax=vmax, shading="auto")
+            floored = log_p.clamp(min=vmax - 8).numpy()
+            image = ax.pcolormesh(xs.numpy(), ys.numpy(), floored, vmin=vmax - 8, vmax=vmax, shading="auto")
             ax.set_title(f"{result.label}: test NLL {result.test_nll:.3f} nats\n"
                          f"({result.num_params:,} parameters)")  # fmt: skip
         fig.colorbar(image, ax=row[1:], label="log-density (nats)", shrink=0.9)
