@@ -316,3 +316,22 @@ def test_gated_affine_builders_start_at_the_gate_not_the_identity():
     for bijection, factor in (("affine", 1.0), ("spline", 1.0), ("gated", torch.sigmoid(torch.tensor(2.0)))):
         step = flowkit.iaf(3, 1, [16], bijection=bijection, seed=0).transforms[0]
         assert (step(x) - factor * x).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("builder", [flowkit.maf, flowkit.iaf])
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_per_input_bounds_follow_the_permutations_between_steps(builder, context_dim):
+    """A per-input bound is given for the data's columns: each step sees the columns the
+    permutations after it bring to the data, so it gets their bounds in its own order."""
+    bounds = torch.tensor([1.0, 2.0, 10.0], dtype=torch.float64)
+    spline = RationalQuadraticSpline(bins=4, bound=bounds)
+    flow = builder(3, num_transforms=3, context_dim=context_dim, permutation="random", bijection=spline, seed=0)
+    to_data = torch.arange(3)  # which data column each of the current layer's columns becomes
+    for layer in reversed(flow.transforms):
+        if isinstance(layer, flowkit.transforms.Permute):
+            to_data = to_data[layer.inverse_permutation]
+        else:
+            assert torch.equal(layer.bijection.bound, bounds[to_data]), layer
+    assert not torch.equal(to_data, torch.arange(3))  # the test saw a reordering
+    unpermuted = builder(3, num_transforms=2, context_dim=context_dim, permutation=None, bijection=spline, seed=0)
+    assert all(torch.equal(step.bijection.bound, bounds) for step in unpermuted.transforms)

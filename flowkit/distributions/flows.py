@@ -220,6 +220,24 @@ def _step(kind: str, made: MADE, bijection: ElementwiseBijection) -> nn.Module:
     return generic(made, bijection)
 
 
+def _bounds_follow_permutations(kind: str, layers: list[nn.Module], spline: RationalQuadraticSpline) -> list[nn.Module]:
+    """Gives each step the per-input bounds of the data columns it sees: the bounds are
+    given for the data, which the last step writes, and every ``Permute`` between steps
+    reorders the columns (``y = x[..., p]``, so column ``p[j]`` before it is column ``j``
+    after it)."""
+    bound = spline.bound
+    for index in range(len(layers) - 1, -1, -1):
+        layer = layers[index]
+        if isinstance(layer, Permute):
+            bound = bound[layer.inverse_permutation.cpu()]
+        elif isinstance(layer, (MAF, IAF, ConditionalMAF, ConditionalIAF)):
+            own = RationalQuadraticSpline(
+                spline.bins, bound, spline.min_bin_width, spline.min_bin_height, spline.min_derivative
+            )
+            layers[index] = _step(kind, layer.made, own)
+    return layers
+
+
 def _build(
     kind: str,
     input_dim: int,
@@ -259,6 +277,8 @@ def _build(
             layers.append(ActNorm(input_dim))
         if permutation is not None and input_dim > 1:
             layers.append(Permute(make_order(input_dim, permutation, generator)))
+    if isinstance(bijection, RationalQuadraticSpline) and isinstance(bijection.bound, Tensor):
+        layers = _bounds_follow_permutations(kind, layers, bijection)
     base_model = None
     if base == "mog":
         # The base is a density model of its own: it shares the steps' widths, not their
