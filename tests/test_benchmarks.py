@@ -137,14 +137,18 @@ def test_interleaved_times_rejects_no_repeats():
 
 
 # ------------------------------------------------------------------ contenders.py
+@pytest.mark.parametrize("bijection", contenders.BIJECTIONS)
 @pytest.mark.parametrize("direction", contenders.DIRECTIONS)
-def test_contenders_are_the_same_flow(direction):
+def test_contenders_are_the_same_flow(direction, bijection):
     """Equal parameter counts, nearly equal connectivity, and each library's density of its
     own samples agrees with its log_prob of them (scored afresh, the other direction)."""
     dim, hidden = 5, [12, 12]
-    built = [contenders.build(lib, direction, dim, 3, hidden, seed=0) for lib in contenders.LIBRARIES]
+    built = [
+        contenders.build(lib, direction, dim, 3, hidden, seed=0, bijection=bijection) for lib in contenders.LIBRARIES
+    ]
     assert len({c.num_parameters for c in built}) == 1
-    expected = 3 * (dim * 12 + 12 + 12 * 12 + 12 + 12 * 2 * dim + 2 * dim)
+    per_input = 2 if bijection == "affine" else 3 * contenders.SPLINE_BINS - 1
+    expected = 3 * (dim * 12 + 12 + 12 * 12 + 12 + 12 * per_input * dim + per_input * dim)
     assert built[0].num_parameters == expected
     for contender in built:
         assert abs(contender.active_weights - built[0].active_weights) <= 0.05 * built[0].active_weights
@@ -161,6 +165,8 @@ def test_contender_build_checks_arguments():
         contenders.build("zuko", "nice", 3, 2, [8, 8])
     with pytest.raises(ValueError, match="hidden_dims"):
         contenders.build("nflows", "maf", 3, 2, [8, 16])
+    with pytest.raises(ValueError, match="bijection"):
+        contenders.build("flowkit", "maf", 3, 2, [8, 8], bijection="glow")
 
 
 # ------------------------------------------------------------------ speed.py, quality.py pieces
@@ -192,14 +198,17 @@ def test_speed_quick(tmp_path):
     assert "1 intra-op thread" in stdout, stdout
 
     architectures = table_with(stdout, "flow")
-    assert [row["D"] for row in architectures] == ["2", "3"]
+    assert [(row["D"], row["flow"].split()[-1]) for row in architectures] == [
+        (dim, bijection) for dim in ("2", "3") for bijection in ("affine", "spline")
+    ]
     for row in architectures:
         counts = {row[name] for name in LIBRARY_NAMES}
         parameters = {cell.split()[0] for cell in counts}
         assert len(parameters) == 1, row  # the same architecture in every library
 
     times = table_with(stdout, "flowkit / best other")
-    assert len(times) == 2 * 4, times  # four measurements at each D
+    assert len(times) == 2 * 8, times  # four measurements of each bijection at each D
+    assert sum(row["measurement"].startswith("spline ") for row in times) == 2 * 4, times
     for row in times:
         ms = [number(row[f"{name} (ms)"]) for name in LIBRARY_NAMES]
         assert all(t > 0 for t in ms), row
