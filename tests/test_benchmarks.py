@@ -26,6 +26,7 @@ import speed  # noqa: E402
 import timing  # noqa: E402
 
 LIBRARY_NAMES = ["flowkit", "Pyro", "zuko", "nflows"]
+SPLINE_NAMES = [f"{name} spline" for name in LIBRARY_NAMES]
 
 
 def markdown_tables(stdout: str) -> list[list[list[str]]]:
@@ -241,7 +242,7 @@ def test_quality_quick(tmp_path):
     nll = {row["dataset"]: row for row in table_with(stdout, "Gaussian")}
     assert set(nll) == {"moons", "breast_cancer", "digits"}, stdout
     for row in nll.values():
-        for name in LIBRARY_NAMES + ["Gaussian"]:
+        for name in LIBRARY_NAMES + SPLINE_NAMES + ["Gaussian"]:
             mean, median = (float(v) for v in re.fullmatch(r"(\S+) \((\S+)\)", row[name]).groups())
             assert math.isfinite(mean) and math.isfinite(median), row
 
@@ -249,7 +250,7 @@ def test_quality_quick(tmp_path):
     uniform = digits["uniform over 17 levels"]
     assert number(uniform["NLL pixels (nats)"]) == pytest.approx(64 * math.log(17), abs=0.01)
     offsets = []
-    for name in LIBRARY_NAMES + ["Gaussian"]:
+    for name in LIBRARY_NAMES + SPLINE_NAMES + ["Gaussian"]:
         row = digits[name]
         pixels, logits = number(row["NLL pixels (nats)"]), number(row["NLL logit space"])
         assert number(row["bits/pixel"]) == pytest.approx(pixels / 64 / math.log(2), abs=2e-3), row
@@ -258,6 +259,11 @@ def test_quality_quick(tmp_path):
     # One log-Jacobian, the same for every model, and the one the text names.
     printed = float(re.search(r"over the test images, (\S+) nats", stdout).group(1))
     assert all(offset == pytest.approx(printed, abs=0.011) for offset in offsets), (printed, digits)
+
+    training = {row["dataset"]: row for row in table_with(stdout, "hidden")}
+    for row in training.values():  # each bijection's flows have one parameter count
+        for names in (LIBRARY_NAMES, SPLINE_NAMES):
+            assert len({row[name].split(",")[0] for name in names}) == 1, row
 
     made = {row["dataset"]: row for row in table_with(stdout, "flowkit 1 mask")}
     assert set(made) == {"dna"}, stdout
