@@ -141,7 +141,8 @@ def measure(dim: int, hidden_dims: list[int], args: argparse.Namespace) -> dict:
             fns[FLOOR] = dense_floor(contenders["flowkit"].module, torch.randn(args.eval_batch, dim))
         result["times"][measurement] = interleaved_times(fns, args.repeats, args.min_time)
         if direction == "maf":
-            result["parameters"][bijection] = {lib: (c.num_parameters, c.active_weights) for lib, c in contenders.items()}
+            counts = {lib: (c.num_parameters, c.active_weights) for lib, c in contenders.items()}
+            result["parameters"][bijection] = counts
     return result
 
 
@@ -165,9 +166,10 @@ def tables(results: dict[int, dict], hidden: dict[int, list[int]], args: argpars
         for dim in results
         for m, (_, _, label) in measured(args).items()
     ]
+    affine_log_prob = {dim: r["times"]["log_prob"] for dim, r in results.items() if "log_prob" in r["times"]}
     floor_rows = [
         [dim, f"{1e3 * t['flowkit']:.3g}", f"{1e3 * t[FLOOR]:.3g}", f"{t['flowkit'] / t[FLOOR]:.2f}"]
-        for dim, t in ((dim, results[dim]["times"]["log_prob"]) for dim in results if "log_prob" in results[dim]["times"])
+        for dim, t in affine_log_prob.items()
     ]
     floor = [] if not floor_rows else [
         f"**Dense floor**: flowkit's `log_prob` of {args.eval_batch} rows against the same chain of dense "
