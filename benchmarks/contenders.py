@@ -18,6 +18,24 @@ next. What each library does in its own way, and so differs:
   block after the first layer for two hidden layers; ``ReversePermutation`` between steps;
   ``InverseTransform`` for IAF; scale ``softplus(u) + 1e-3``.
 
+With ``bijection="spline"`` every step is a monotone rational-quadratic spline (Durkan et al.
+2019) with ``SPLINE_BINS`` bins on ``[-SPLINE_BOUND, SPLINE_BOUND]`` and linear (identity)
+tails, ``3K - 1`` parameters per input from the same MADE shapes:
+
+* **flowkit**: ``flowkit.nsf`` / ``flowkit.iaf(..., bijection=RationalQuadraticSpline(...))``;
+  minimum bin sizes and derivative 1e-3; last MADE layer initialised near zero.
+* **Pyro**: ``SplineAutoregressive(order="quadratic")`` (its rational-quadratic spline,
+  ``param_dims=[K, K, K - 1]``), inverted for MAF; Pyro's MAF direction (``.inv``) samples
+  with one conditioner pass per input.
+* **zuko**: ``zuko.flows.NSF`` (bound 5 and minimum slope 1e-3 are its defaults), and for
+  IAF its ``MaskedAutoregressiveTransform`` steps with the same spline, inverted.
+* **nflows**: ``MaskedPiecewiseRationalQuadraticAutoregressiveTransform(tails="linear",
+  tail_bound=5)``, plain blocks as for the affine flow; minimum sizes and derivative 1e-3
+  (its defaults).
+
+The spline MAF of zuko, nflows and Pyro samples by one full conditioner pass per input (D
+passes per step); flowkit's by its sequential pass (each hidden unit computed once).
+
 The hidden degrees (which inputs a hidden unit may see) follow each library's rule, so the
 number of active (unmasked) weights differs a little at equal parameter counts:
 `Contender.active_weights` counts them.
@@ -38,6 +56,9 @@ import flowkit
 
 LIBRARIES = ("flowkit", "pyro", "zuko", "nflows")
 DIRECTIONS = ("maf", "iaf")
+BIJECTIONS = ("affine", "spline")
+SPLINE_BINS = 8
+SPLINE_BOUND = 5.0
 
 
 @dataclass
@@ -77,9 +98,16 @@ def active_weights(module: nn.Module) -> int:
 
 
 def build(
-    library: str, direction: str, dim: int, num_transforms: int, hidden_dims: Sequence[int], seed: int = 0
+    library: str,
+    direction: str,
+    dim: int,
+    num_transforms: int,
+    hidden_dims: Sequence[int],
+    seed: int = 0,
+    bijection: str = "affine",
 ) -> Contender:
-    """A `Contender` for ``library`` in ``direction`` (``"maf"`` or ``"iaf"``).
+    """A `Contender` for ``library`` in ``direction`` (``"maf"`` or ``"iaf"``), with
+    ``bijection`` ``"affine"`` or ``"spline"`` steps.
 
     Everything random (weights, and flowkit's mask seed) is drawn after
     ``torch.manual_seed(seed)``, so a rebuild gives the same model.
@@ -88,6 +116,8 @@ def build(
         >>> flow = build("zuko", "maf", 3, num_transforms=2, hidden_dims=[8, 8])
         >>> flow.log_prob(torch.zeros(4, 3)).shape
         torch.Size([4])
+        >>> build("nflows", "iaf", 3, 2, [8, 8], bijection="spline").sample(5).shape
+        torch.Size([5, 3])
     """
     if library not in LIBRARIES:
         raise ValueError(f"library: expected one of {LIBRARIES}, got {library!r}")
@@ -95,9 +125,11 @@ def build(
         raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
     if len(hidden_dims) < 1 or len(set(hidden_dims)) != 1:
         raise ValueError(f"hidden_dims: expected one or more equal widths (nflows needs them), got {hidden_dims}")
+    if bijection not in BIJECTIONS:
+        raise ValueError(f"bijection: expected one of {BIJECTIONS}, got {bijection!r}")
     torch.manual_seed(seed)
     builder = {"flowkit": _flowkit, "pyro": _pyro, "zuko": _zuko, "nflows": _nflows}[library]
-    return builder(direction, dim, num_transforms, list(hidden_dims))
+    return builder(direction, dim, num_transforms, list(hidden_dims), bijection == "spline")
 
 
 def _orders(dim: int, num_transforms: int) -> list[Tensor]:
@@ -107,9 +139,12 @@ def _orders(dim: int, num_transforms: int) -> list[Tensor]:
     return [natural if k % 2 == 0 else natural.flip(0) for k in range(num_transforms)]
 
 
-def _flowkit(direction: str, dim: int, num_transforms: int, hidden_dims: list[int]) -> Contender:
+def _flowkit(direction: str, dim: int, num_transforms: int, hidden_dims: list[int], spline: bool) -> Contender:
+    from flowkit.transforms import RationalQuadraticSpline
+
+    bijection = RationalQuadraticSpline(SPLINE_BINS, SPLINE_BOUND) if spline else "affine"
     builder = flowkit.maf if direction == "maf" else flowkit.iaf
-    flow = builder(dim, num_transforms, hidden_dims, permutation="reversed")
+    flow = builder(dim, num_transforms, hidden_dims, permutation="reversed", bijection=bijection)
     return Contender(
         "flowkit",
         flow,
@@ -119,15 +154,19 @@ def _flowkit(direction: str, dim: int, num_transforms: int, hidden_dims: list[in
     )
 
 
-def _pyro(direction: str, dim: int, num_transforms: int, hidden_dims: list[int]) -> Contender:
+def _pyro(direction: str, dim: int, num_transforms: int, hidden_dims: list[int], spline: bool) -> Contender:
     import pyro.distributions as dist
-    from pyro.distributions.transforms import AffineAutoregressive
+    from pyro.distributions.transforms import AffineAutoregressive, SplineAutoregressive
     from pyro.nn import AutoRegressiveNN
 
-    steps = nn.ModuleList(
-        AffineAutoregressive(AutoRegressiveNN(dim, hidden_dims, param_dims=[1, 1], permutation=order))
-        for order in _orders(dim, num_transforms)
-    )
+    def step(order: Tensor) -> nn.Module:
+        if not spline:
+            return AffineAutoregressive(AutoRegressiveNN(dim, hidden_dims, param_dims=[1, 1], permutation=order))
+        K = SPLINE_BINS
+        net = AutoRegressiveNN(dim, hidden_dims, param_dims=[K, K, K - 1], permutation=order)
+        return SplineAutoregressive(dim, net, count_bins=K, bound=SPLINE_BOUND, order="quadratic")
+
+    steps = nn.ModuleList(step(order) for order in _orders(dim, num_transforms))
     # Pyro's AffineAutoregressive is an IAF step (noise to data in one pass); its inverse
     # is a MAF step.
     transforms = list(steps) if direction == "iaf" else [step.inv for step in steps]
@@ -141,14 +180,25 @@ def _pyro(direction: str, dim: int, num_transforms: int, hidden_dims: list[int])
     return Contender("pyro", steps, flow.log_prob, lambda n: flow.sample((n,)), sample_and_log_prob)
 
 
-def _zuko(direction: str, dim: int, num_transforms: int, hidden_dims: list[int]) -> Contender:
+def _zuko(direction: str, dim: int, num_transforms: int, hidden_dims: list[int], spline: bool) -> Contender:
+    from functools import partial
+
     import zuko
 
     if direction == "maf":
-        flow = zuko.flows.MAF(dim, 0, transforms=num_transforms, hidden_features=hidden_dims)
+        if spline:
+            flow = zuko.flows.NSF(dim, 0, bins=SPLINE_BINS, transforms=num_transforms, hidden_features=hidden_dims)
+        else:
+            flow = zuko.flows.MAF(dim, 0, transforms=num_transforms, hidden_features=hidden_dims)
     else:
+        K = SPLINE_BINS
+        univariate = dict(
+            univariate=partial(zuko.transforms.MonotonicRQSTransform, bound=SPLINE_BOUND), shapes=[(K,), (K,), (K - 1,)]
+        )
         steps = [
-            zuko.flows.MaskedAutoregressiveTransform(dim, 0, order=order, hidden_features=hidden_dims).inv
+            zuko.flows.MaskedAutoregressiveTransform(
+                dim, 0, order=order, hidden_features=hidden_dims, **(univariate if spline else {})
+            ).inv
             for order in _orders(dim, num_transforms)
         ]
         base = zuko.flows.UnconditionalDistribution(
@@ -164,21 +214,26 @@ def _zuko(direction: str, dim: int, num_transforms: int, hidden_dims: list[int])
     )
 
 
-def _nflows(direction: str, dim: int, num_transforms: int, hidden_dims: list[int]) -> Contender:
+def _nflows(direction: str, dim: int, num_transforms: int, hidden_dims: list[int], spline: bool) -> Contender:
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow
     from nflows.transforms import (
         CompositeTransform,
         InverseTransform,
         MaskedAffineAutoregressiveTransform,
+        MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
         ReversePermutation,
     )
 
+    blocks = dict(num_blocks=len(hidden_dims) - 1, use_residual_blocks=False)
     layers = []
     for index in range(num_transforms):
-        step = MaskedAffineAutoregressiveTransform(
-            dim, hidden_dims[0], num_blocks=len(hidden_dims) - 1, use_residual_blocks=False
-        )
+        if spline:
+            step = MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                dim, hidden_dims[0], num_bins=SPLINE_BINS, tails="linear", tail_bound=SPLINE_BOUND, **blocks
+            )
+        else:
+            step = MaskedAffineAutoregressiveTransform(dim, hidden_dims[0], **blocks)
         layers.append(step if direction == "maf" else InverseTransform(step))
         if index < num_transforms - 1:
             layers.append(ReversePermutation(dim))

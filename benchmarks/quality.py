@@ -1,5 +1,6 @@
 r"""Test negative log-likelihood of flowkit's MAF against Pyro, zuko and nflows at an equal
-training budget, and of flowkit's BernoulliMADE beside the MADE paper's published numbers.
+training budget, affine and rational-quadratic spline MAFs both (``--bijections``), and of
+flowkit's BernoulliMADE beside the MADE paper's published numbers.
 
 Every contender (the same flow in each library, see ``contenders.py``) goes through one
 training loop: Adam, the same learning rate, batch size, number of steps and minibatch
@@ -41,7 +42,7 @@ from torch import Tensor, nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import flowkit  # noqa: E402
-from contenders import LIBRARIES, build  # noqa: E402
+from contenders import BIJECTIONS, LIBRARIES, build  # noqa: E402
 from flowkit.transforms import default_hidden_dims  # noqa: E402
 from report import (  # noqa: E402
     add_common_arguments,
@@ -61,7 +62,21 @@ PAPER_NLL = {"dna": (83.63, 79.66), "mushrooms": (9.68, 9.69), "nips": (280.25, 
 DEFAULT_MADE_UCI_DIR = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "made-uci").resolve()
 LOGIT_LAMBDA = 1e-6  # the MAF paper's for MNIST
 LEVELS = 17  # the digits' grey levels 0..16
+# Affine flows C0-C3, spline flows C4-C6 and C8 (C7, grey, is the Gaussian).
+FLOW_COLOURS = dict(zip(["flowkit", "Pyro", "zuko", "nflows"], ["C0", "C1", "C2", "C3"], strict=True)) | dict(
+    zip(["flowkit spline", "Pyro spline", "zuko spline", "nflows spline"], ["C4", "C5", "C6", "C8"], strict=True)
+)
 PANELS_PER_ROW = 3  # of the figure: more makes its text too small on the docs page
+
+
+def models(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(library, bijection)`` of every flow to train: the affine ones first."""
+    return [(lib, bijection) for bijection in BIJECTIONS if bijection in args.bijections for lib in LIBRARIES]
+
+
+def model_key(library: str, bijection: str) -> str:
+    """A flow's key and column: the library's name (``"zuko"``), with ``" spline"`` for a spline MAF."""
+    return NAMES[library] + ("" if bijection == "affine" else " spline")
 
 
 def identity(batch: Tensor, generator: torch.Generator) -> Tensor:
@@ -266,13 +281,16 @@ def flow_hidden(dim: int, args: argparse.Namespace) -> list[int]:
 
 
 def run_flows(task: Task, args: argparse.Namespace, budget: Budget) -> dict[str, Outcome]:
+    """Every flow's outcome on ``task``, by ``model_key``."""
     outcomes = {}
-    for library in LIBRARIES:
-        contender = build(library, "maf", task.dim, args.transforms, flow_hidden(task.dim, args), seed=args.seed)
+    for library, bijection in models(args):
+        key = model_key(library, bijection)
+        contender = build(library, "maf", task.dim, args.transforms, flow_hidden(task.dim, args), seed=args.seed,
+                          bijection=bijection)  # fmt: skip
         outcome = train(contender.module, contender.log_prob, task, budget, args.seed, args.progress,
-                        f"{task.name} {library}")  # fmt: skip
+                        f"{task.name} {key}")  # fmt: skip
         outcome.parameters = contender.num_parameters
-        outcomes[library] = outcome
+        outcomes[key] = outcome
     return outcomes
 
 
@@ -305,17 +323,18 @@ def outcome_cell(outcome: Outcome) -> str:
 def flow_tables(tasks: list[Task], results: dict[str, dict[str, Outcome]], gaussians: dict[str, tuple[float, float]],
                 args: argparse.Namespace) -> str:  # fmt: skip
     nll_rows, train_rows = [], []
+    keys = [model_key(*model) for model in models(args)]
     for task in tasks:
         outcomes = results[task.name]
         sizes = f"{len(task.train)} / {len(task.valid)} / {len(task.test)}"
         hidden = "-".join(map(str, flow_hidden(task.dim, args)))
-        nll_rows.append([task.name, task.dim, sizes] + [outcome_cell(outcomes[lib]) for lib in LIBRARIES]
+        nll_rows.append([task.name, task.dim, sizes] + [outcome_cell(outcomes[key]) for key in keys]
                         + [nll_cell(*gaussians[task.name])])  # fmt: skip
         train_rows.append([task.name, hidden] + [
-            f"{outcomes[lib].parameters}, step {outcomes[lib].best_step}, {outcomes[lib].seconds:.0f} s"
-            for lib in LIBRARIES
+            f"{outcomes[key].parameters}, step {outcomes[key].best_step}, {outcomes[key].seconds:.0f} s"
+            for key in keys
         ])  # fmt: skip
-    names = [NAMES[lib] for lib in LIBRARIES]
+    names = keys
     return "\n\n".join([
         "**Test NLL**, mean (median) over the test rows, nats per example, lower is better; digits in pixel "
         "space, nats per image. Rows: train / valid / test (digits test: dequantised copies of each test image).",
@@ -330,7 +349,7 @@ def digits_table(task: Task, outcomes: dict[str, Outcome], gaussian: float) -> s
     def row(name: str, nll: float, logit_space: str) -> list[str]:
         return [name, logit_space, f"{nll:.2f}", f"{nll / task.dim / math.log(2):.3f}"]
 
-    rows = [row(NAMES[lib], o.test_nll, f"{o.test_nll - task.nll_offset:.2f}") for lib, o in outcomes.items()]
+    rows = [row(key, o.test_nll, f"{o.test_nll - task.nll_offset:.2f}") for key, o in outcomes.items()]
     rows.append(row("Gaussian", gaussian, f"{gaussian - task.nll_offset:.2f}"))
     rows.append(row("uniform over 17 levels", Digits.uniform_nll(task.dim), "-"))
     return "\n\n".join([
@@ -356,24 +375,27 @@ def made_table(results: dict[str, tuple[Task, Outcome]], hidden: int) -> str:
     ])
 
 
-def plot(tasks: list[Task], results: dict, gaussians: dict[str, tuple[float, float]], made: dict, path: Path) -> None:
+def plot(tasks: list[Task], results: dict, gaussians: dict[str, tuple[float, float]], made: dict, path: Path,
+         keys: list[str]) -> None:  # fmt: skip
     """Mean test NLL as bars and the median as dots: one panel per flow dataset (with the
     Gaussian), one per MADE dataset (with the paper's mean), three panels to a row so that
     the text stays legible at the width of the docs page."""
     panels = len(tasks) + len(made)
     columns = min(panels, PANELS_PER_ROW)
     rows = math.ceil(panels / columns)
-    fig, grid = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.7 * rows), squeeze=False)
+    width = 3.6 if len(keys) <= len(LIBRARIES) else 5.0  # room for the spline flows' bars
+    fig, grid = plt.subplots(rows, columns, figsize=(width * columns, 3.7 * rows), squeeze=False)
     axes = list(grid.flat)
     for ax in axes[panels:]:
         ax.remove()
     for ax, task in zip(axes, tasks):
-        scores = [(results[task.name][lib].test_nll, results[task.name][lib].test_median) for lib in LIBRARIES]
+        scores = [(results[task.name][key].test_nll, results[task.name][key].test_median) for key in keys]
         scores.append(gaussians[task.name])
         title = f"{task.name} (D={task.dim})"
         if task.name == "digits":
             title += f"\nuniform: {Digits.uniform_nll(task.dim):.1f}"
-        _nll_panel(ax, [NAMES[lib] for lib in LIBRARIES] + ["Gaussian"], scores, ["C0", "C1", "C2", "C3", "C7"], title)
+        colours = [FLOW_COLOURS[key] for key in keys] + ["C7"]
+        _nll_panel(ax, keys + ["Gaussian"], scores, colours, title)
     for ax, (name, (task, outcome)) in zip(axes[len(tasks):], made.items()):
         paper = PAPER_NLL.get(name, (math.nan,))[0]
         scores = [(outcome.test_nll, outcome.test_median), (paper, math.nan)]
@@ -416,6 +438,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=50, help="steps between validation checks")
     parser.add_argument("--transforms", type=int, default=5, help="flow steps")
+    parser.add_argument("--bijections", nargs="+", choices=BIJECTIONS, default=list(BIJECTIONS),
+                        help="the flows' steps: affine, rational-quadratic spline, or both")  # fmt: skip
     parser.add_argument("--hidden", type=int, default=None, help="hidden width, two layers (default max(64, 3D+1))")
     parser.add_argument("--made-hidden", type=int, default=500, help="BernoulliMADE's hidden width (the paper's)")
     parser.add_argument("--moons-rows", type=int, default=8000, help="training rows (valid: a quarter, test: as many)")
@@ -438,7 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     setup = (
         f"Measured on {machine()}; {library_versions()}. Every model: {budget.steps} Adam steps, lr {budget.lr}, batch "
         f"{budget.batch_size}, validation every {budget.eval_every} steps, best validation weights kept; "
-        f"{args.transforms} MAF steps, float32, seed {args.seed}."
+        f"{args.transforms} MAF steps ({' and '.join(args.bijections)}; splines: 8 bins on [-5, 5]), float32, "
+        f"seed {args.seed}."
     )
     print(setup + "\n")
     tasks = flow_tasks(args.datasets, args)
@@ -459,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.page is not None and (tasks or made):
         path, link = figure_path(args.page, "quality")
-        plot(tasks, results, gaussians, made, path)
+        plot(tasks, results, gaussians, made, path, [model_key(*model) for model in models(args)])
         write_section(args.page, "quality", "\n\n".join(parts) + f"\n\n![test NLL]({link})")
         print(f"\nwrote {args.page} and {path}")
 

@@ -7,7 +7,9 @@ are timed, the libraries taking turns within each repeat (``timing.py``):
 * **log_prob**: a MAF's density of 10,000 rows, no gradients;
 * **sample**: 1,000 MAF samples, the sequential direction (no gradients);
 * **IAF sample + log_prob**: 1,000 IAF samples and their own log-density (no gradients);
-* **dense floor**: the matrix multiplies of flowkit's ``log_prob`` alone, without masks.
+* **dense floor**: the matrix multiplies of flowkit's ``log_prob`` alone, without masks;
+* **spline ...**: the first four again with rational-quadratic spline steps (8 bins, bound
+  5; ``flowkit.nsf`` against zuko's ``NSF``, nflows' and Pyro's spline MAF).
 
 Prints Markdown tables (times are the best of interleaved repeats; a ratio below 1 means flowkit is
 faster than the best other library) and writes them, with a figure, into the ``speed``
@@ -15,6 +17,7 @@ section of ``docs/benchmarks.md``.
 
     python benchmarks/speed.py                          # D = 2, 16, 64 (a minute or two)
     python benchmarks/speed.py --quick --page /tmp/b.md # tiny smoke run, seconds
+    python benchmarks/speed.py --bijections spline --dims 16 64 --page /tmp/b.md
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from torch import Tensor  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import flowkit  # noqa: E402
-from contenders import LIBRARIES, Contender, build  # noqa: E402
+from contenders import BIJECTIONS, LIBRARIES, SPLINE_BINS, Contender, build  # noqa: E402
 from flowkit.transforms import default_hidden_dims  # noqa: E402
 from report import (  # noqa: E402
     add_common_arguments,
@@ -50,11 +53,15 @@ from timing import interleaved_times  # noqa: E402
 
 NAMES = {"flowkit": "flowkit", "pyro": "Pyro", "zuko": "zuko", "nflows": "nflows"}
 OTHERS = [library for library in LIBRARIES if library != "flowkit"]
-MEASUREMENTS = {  # key: (direction, label)
-    "train": ("maf", "train step"),
-    "log_prob": ("maf", "log_prob"),
-    "sample": ("maf", "sample"),
-    "iaf": ("iaf", "IAF sample + log_prob"),
+MEASUREMENTS = {  # key: (direction, bijection, label)
+    "train": ("maf", "affine", "train step"),
+    "log_prob": ("maf", "affine", "log_prob"),
+    "sample": ("maf", "affine", "sample"),
+    "iaf": ("iaf", "affine", "IAF sample + log_prob"),
+    "spline_train": ("maf", "spline", "spline train step"),
+    "spline_log_prob": ("maf", "spline", "spline log_prob"),
+    "spline_sample": ("maf", "spline", "spline sample"),
+    "spline_iaf": ("iaf", "spline", "spline IAF sample + log_prob"),
 }
 FLOOR = "dense floor"
 
@@ -62,7 +69,7 @@ FLOOR = "dense floor"
 def calls(measurement: str, contender: Contender, dim: int, sizes: argparse.Namespace) -> Callable[[], object]:
     """The function to time for one contender. Inputs are cloned on every call: a repeated
     tensor would hit the transforms' one-pair caches and skip the work."""
-    if measurement == "train":
+    if measurement.endswith("train"):
         x = torch.randn(sizes.train_batch, dim)
         optimizer = torch.optim.Adam(contender.module.parameters(), lr=1e-3)
 
@@ -73,10 +80,10 @@ def calls(measurement: str, contender: Contender, dim: int, sizes: argparse.Name
             optimizer.step()
 
         return train_step
-    if measurement == "log_prob":
+    if measurement.endswith("log_prob"):
         x = torch.randn(sizes.eval_batch, dim)
         return no_grad(lambda: contender.log_prob(x.clone()))
-    if measurement == "sample":
+    if measurement.endswith("sample"):
         return no_grad(lambda: contender.sample(sizes.samples))
     return no_grad(lambda: contender.sample_and_log_prob(sizes.samples))
 
@@ -115,17 +122,27 @@ def dense_floor(flow: torch.nn.Module, x: Tensor) -> Callable[[], Tensor]:
     return run
 
 
+def measured(args: argparse.Namespace) -> dict[str, tuple[str, str, str]]:
+    """The measurements of the bijections asked for."""
+    return {m: spec for m, spec in MEASUREMENTS.items() if spec[1] in args.bijections}
+
+
 def measure(dim: int, hidden_dims: list[int], args: argparse.Namespace) -> dict:
-    """Times of every measurement (seconds, by library) and parameter counts at one D."""
+    """Times of every measurement (seconds, by library) and parameter counts (by
+    bijection, then library) at one D."""
     result = {"times": {}, "parameters": {}}
-    for measurement, (direction, _) in MEASUREMENTS.items():
-        contenders = {lib: build(lib, direction, dim, args.transforms, hidden_dims, seed=0) for lib in LIBRARIES}
+    for measurement, (direction, bijection, _) in measured(args).items():
+        contenders = {
+            lib: build(lib, direction, dim, args.transforms, hidden_dims, seed=0, bijection=bijection)
+            for lib in LIBRARIES
+        }
         fns = {lib: calls(measurement, c, dim, args) for lib, c in contenders.items()}
         if measurement == "log_prob":
             fns[FLOOR] = dense_floor(contenders["flowkit"].module, torch.randn(args.eval_batch, dim))
         result["times"][measurement] = interleaved_times(fns, args.repeats, args.min_time)
         if direction == "maf":
-            result["parameters"] = {lib: (c.num_parameters, c.active_weights) for lib, c in contenders.items()}
+            counts = {lib: (c.num_parameters, c.active_weights) for lib, c in contenders.items()}
+            result["parameters"][bijection] = counts
     return result
 
 
@@ -138,19 +155,26 @@ def ratio_cell(times: dict[str, float]) -> str:
 def tables(results: dict[int, dict], hidden: dict[int, list[int]], args: argparse.Namespace) -> str:
     """The Markdown of the three tables: architectures, times and ratios, the dense floor."""
     arch_rows = [
-        [dim, f"{args.transforms} x MADE {dim}-" + "-".join(map(str, hidden[dim])) + f"-{2 * dim}"]
-        + [f"{results[dim]['parameters'][lib][0]} ({results[dim]['parameters'][lib][1]})" for lib in LIBRARIES]
+        [dim, architecture(dim, hidden[dim], bijection, args.transforms)]
+        + [f"{counts[lib][0]} ({counts[lib][1]})" for lib in LIBRARIES]
         for dim in results
+        for bijection, counts in results[dim]["parameters"].items()
     ]
     time_rows = [
         [dim, label] + [f"{1e3 * results[dim]['times'][m][lib]:.3g}" for lib in LIBRARIES]
         + [ratio_cell(results[dim]["times"][m])]
         for dim in results
-        for m, (_, label) in MEASUREMENTS.items()
+        for m, (_, _, label) in measured(args).items()
     ]
+    affine_log_prob = {dim: r["times"]["log_prob"] for dim, r in results.items() if "log_prob" in r["times"]}
     floor_rows = [
         [dim, f"{1e3 * t['flowkit']:.3g}", f"{1e3 * t[FLOOR]:.3g}", f"{t['flowkit'] / t[FLOOR]:.2f}"]
-        for dim, t in ((dim, results[dim]["times"]["log_prob"]) for dim in results)
+        for dim, t in affine_log_prob.items()
+    ]
+    floor = [] if not floor_rows else [
+        f"**Dense floor**: flowkit's `log_prob` of {args.eval_batch} rows against the same chain of dense "
+        "matrix multiplies without masks.",
+        markdown_table(["D", "flowkit log_prob (ms)", "dense matmul chain (ms)", "flowkit / floor"], floor_rows),
     ]
     return "\n\n".join([
         "**Architectures**: parameters (active weights: those the masks keep, biases excluded).",
@@ -160,17 +184,21 @@ def tables(results: dict[int, dict], hidden: dict[int, list[int]], args: argpars
         markdown_table(
             ["D", "measurement"] + [f"{NAMES[lib]} (ms)" for lib in LIBRARIES] + ["flowkit / best other"], time_rows
         ),
-        f"**Dense floor**: flowkit's `log_prob` of {args.eval_batch} rows against the same chain of dense "
-        "matrix multiplies without masks.",
-        markdown_table(["D", "flowkit log_prob (ms)", "dense matmul chain (ms)", "flowkit / floor"], floor_rows),
+        *floor,
     ])
 
 
-def summary(results: dict[int, dict]) -> str:
+def architecture(dim: int, hidden_dims: list[int], bijection: str, num_transforms: int) -> str:
+    """``"5 x MADE 16-64-64-32 affine"``: the steps, one MADE's widths and the bijection."""
+    outputs = dim * (2 if bijection == "affine" else 3 * SPLINE_BINS - 1)
+    return f"{num_transforms} x MADE {dim}-" + "-".join(map(str, hidden_dims)) + f"-{outputs} {bijection}"
+
+
+def summary(results: dict[int, dict], args: argparse.Namespace) -> str:
     """A sentence on where flowkit is slower than the best other library."""
     losses, total = [], 0
     for dim, result in results.items():
-        for m, (_, label) in MEASUREMENTS.items():
+        for m, (_, _, label) in measured(args).items():
             total += 1
             times = result["times"][m]
             best = min(OTHERS, key=times.__getitem__)
@@ -182,10 +210,12 @@ def summary(results: dict[int, dict]) -> str:
     return f"{fastest}; slower in: " + "; ".join(losses) + "."
 
 
-def plot(results: dict[int, dict], path: Path) -> None:
+def plot(results: dict[int, dict], path: Path, args: argparse.Namespace) -> None:
     """One panel per measurement: flowkit's time over each other library's (log scale)."""
     dims = list(results)
-    panels = [(m, label, OTHERS) for m, (_, label) in MEASUREMENTS.items()] + [("log_prob", FLOOR, [FLOOR])]
+    panels = [(m, label, OTHERS) for m, (_, _, label) in measured(args).items()]
+    if "affine" in args.bijections:
+        panels.append(("log_prob", FLOOR, [FLOOR]))
     colours = {"pyro": "C1", "zuko": "C2", "nflows": "C3", FLOOR: "C7"}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=True)
     for ax, (m, label, against) in zip(axes, panels):
@@ -213,6 +243,7 @@ def plot(results: dict[int, dict], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16, 64])
+    parser.add_argument("--bijections", nargs="+", choices=BIJECTIONS, default=list(BIJECTIONS))
     add_timing_arguments(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -234,11 +265,11 @@ def main(argv: list[str] | None = None) -> None:
     print(setup + "\n")
     results = {dim: measure(dim, hidden[dim], args) for dim in tqdm(args.dims, desc="D", leave=False)}
     text = tables(results, hidden, args)
-    print(text + "\n\n" + summary(results))
+    print(text + "\n\n" + summary(results, args))
     if args.page is not None:
         path, link = figure_path(args.page, "speed")
-        plot(results, path)
-        write_section(args.page, "speed", f"{setup}\n\n{text}\n\n{summary(results)}\n\n![speed ratios]({link})")
+        plot(results, path, args)
+        write_section(args.page, "speed", f"{setup}\n\n{text}\n\n{summary(results, args)}\n\n![speed ratios]({link})")
         print(f"\nwrote {args.page} and {path}")
 
 

@@ -26,6 +26,7 @@ import speed  # noqa: E402
 import timing  # noqa: E402
 
 LIBRARY_NAMES = ["flowkit", "Pyro", "zuko", "nflows"]
+SPLINE_NAMES = [f"{name} spline" for name in LIBRARY_NAMES]
 
 
 def markdown_tables(stdout: str) -> list[list[list[str]]]:
@@ -137,14 +138,18 @@ def test_interleaved_times_rejects_no_repeats():
 
 
 # ------------------------------------------------------------------ contenders.py
+@pytest.mark.parametrize("bijection", contenders.BIJECTIONS)
 @pytest.mark.parametrize("direction", contenders.DIRECTIONS)
-def test_contenders_are_the_same_flow(direction):
+def test_contenders_are_the_same_flow(direction, bijection):
     """Equal parameter counts, nearly equal connectivity, and each library's density of its
     own samples agrees with its log_prob of them (scored afresh, the other direction)."""
     dim, hidden = 5, [12, 12]
-    built = [contenders.build(lib, direction, dim, 3, hidden, seed=0) for lib in contenders.LIBRARIES]
+    built = [
+        contenders.build(lib, direction, dim, 3, hidden, seed=0, bijection=bijection) for lib in contenders.LIBRARIES
+    ]
     assert len({c.num_parameters for c in built}) == 1
-    expected = 3 * (dim * 12 + 12 + 12 * 12 + 12 + 12 * 2 * dim + 2 * dim)
+    per_input = 2 if bijection == "affine" else 3 * contenders.SPLINE_BINS - 1
+    expected = 3 * (dim * 12 + 12 + 12 * 12 + 12 + 12 * per_input * dim + per_input * dim)
     assert built[0].num_parameters == expected
     for contender in built:
         assert abs(contender.active_weights - built[0].active_weights) <= 0.05 * built[0].active_weights
@@ -161,6 +166,8 @@ def test_contender_build_checks_arguments():
         contenders.build("zuko", "nice", 3, 2, [8, 8])
     with pytest.raises(ValueError, match="hidden_dims"):
         contenders.build("nflows", "maf", 3, 2, [8, 16])
+    with pytest.raises(ValueError, match="bijection"):
+        contenders.build("flowkit", "maf", 3, 2, [8, 8], bijection="glow")
 
 
 # ------------------------------------------------------------------ speed.py, quality.py pieces
@@ -192,14 +199,17 @@ def test_speed_quick(tmp_path):
     assert "1 intra-op thread" in stdout, stdout
 
     architectures = table_with(stdout, "flow")
-    assert [row["D"] for row in architectures] == ["2", "3"]
+    assert [(row["D"], row["flow"].split()[-1]) for row in architectures] == [
+        (dim, bijection) for dim in ("2", "3") for bijection in ("affine", "spline")
+    ]
     for row in architectures:
         counts = {row[name] for name in LIBRARY_NAMES}
         parameters = {cell.split()[0] for cell in counts}
         assert len(parameters) == 1, row  # the same architecture in every library
 
     times = table_with(stdout, "flowkit / best other")
-    assert len(times) == 2 * 4, times  # four measurements at each D
+    assert len(times) == 2 * 8, times  # four measurements of each bijection at each D
+    assert sum(row["measurement"].startswith("spline ") for row in times) == 2 * 4, times
     for row in times:
         ms = [number(row[f"{name} (ms)"]) for name in LIBRARY_NAMES]
         assert all(t > 0 for t in ms), row
@@ -232,7 +242,7 @@ def test_quality_quick(tmp_path):
     nll = {row["dataset"]: row for row in table_with(stdout, "Gaussian")}
     assert set(nll) == {"moons", "breast_cancer", "digits"}, stdout
     for row in nll.values():
-        for name in LIBRARY_NAMES + ["Gaussian"]:
+        for name in LIBRARY_NAMES + SPLINE_NAMES + ["Gaussian"]:
             mean, median = (float(v) for v in re.fullmatch(r"(\S+) \((\S+)\)", row[name]).groups())
             assert math.isfinite(mean) and math.isfinite(median), row
 
@@ -240,7 +250,7 @@ def test_quality_quick(tmp_path):
     uniform = digits["uniform over 17 levels"]
     assert number(uniform["NLL pixels (nats)"]) == pytest.approx(64 * math.log(17), abs=0.01)
     offsets = []
-    for name in LIBRARY_NAMES + ["Gaussian"]:
+    for name in LIBRARY_NAMES + SPLINE_NAMES + ["Gaussian"]:
         row = digits[name]
         pixels, logits = number(row["NLL pixels (nats)"]), number(row["NLL logit space"])
         assert number(row["bits/pixel"]) == pytest.approx(pixels / 64 / math.log(2), abs=2e-3), row
@@ -249,6 +259,11 @@ def test_quality_quick(tmp_path):
     # One log-Jacobian, the same for every model, and the one the text names.
     printed = float(re.search(r"over the test images, (\S+) nats", stdout).group(1))
     assert all(offset == pytest.approx(printed, abs=0.011) for offset in offsets), (printed, digits)
+
+    training = {row["dataset"]: row for row in table_with(stdout, "hidden")}
+    for row in training.values():  # each bijection's flows have one parameter count
+        for names in (LIBRARY_NAMES, SPLINE_NAMES):
+            assert len({row[name].split(",")[0] for name in names}) == 1, row
 
     made = {row["dataset"]: row for row in table_with(stdout, "flowkit 1 mask")}
     assert set(made) == {"dna"}, stdout

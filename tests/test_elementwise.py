@@ -304,6 +304,23 @@ def test_one_column_with_its_index_equals_that_column_of_the_whole(bijection, di
         assert torch.equal(column[0], out[..., i : i + 1]) and torch.equal(column[1], log_det[..., i : i + 1])
 
 
+@over(BIJECTIONS)
+@pytest.mark.parametrize("kind", ["zero", "random", "extreme", "minimum"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_the_unchecked_column_step_equals_the_public_column_call(bijection, kind, dtype, direction):
+    """The core's sequential passes call ``_column`` (a spline's own cheaper path), with
+    ``(*batch, P)`` parameters and a ``batch``-shaped column, at every knot and in the tails."""
+    params = make_params(bijection, kind, dtype)
+    points = probe_points(bijection, params, side="x" if direction == "forward" else "y")
+    for i in range(D):
+        expected = apply(bijection, direction, params[..., i : i + 1], points[..., i : i + 1], column=i)
+        out, log_det = bijection._column(params[..., i], points[..., i], i, inverse=direction == "inverse")
+        assert out.shape == log_det.shape == points.shape[:-1]
+        torch.testing.assert_close(out, expected[0].squeeze(-1), rtol=0, atol=0)
+        torch.testing.assert_close(log_det, expected[1].squeeze(-1), rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------- densities
 def normal_log_density(x):
     return -0.5 * x.square() - 0.5 * math.log(2 * math.pi)

@@ -123,25 +123,28 @@ class MaskedAutoregressive(CachedTransformModule):
     def _one_pass(self, value: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         r"""The bijection (or its inverse) on every column of ``value``, the side the MADE
         reads, with parameters from one MADE pass over it; returns the other side and
-        \(\log |\det \partial y / \partial x|\)."""
+        \(\log |\det \partial y / \partial x|\). The MADE checked ``value`` and the
+        constructor the bijection's options, so the bijection's own checks are skipped."""
         params = self.made.raw_output(value, self.context)
         if inverse:
-            x, log_dx_dy = self.bijection.inverse(params, value)
+            x, log_dx_dy = self.bijection._inverse(params, value, None)
             return x, -log_dx_dy.sum(-1)
-        y, log_dy_dx = self.bijection.forward(params, value)
+        y, log_dy_dx = self.bijection._forward(params, value, None)
         return y, log_dy_dx.sum(-1)
 
     def _sequential_pass(self, value: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         r"""Builds the side the MADE reads from the other side, ``value``, one column at a
-        time; returns it and \(\log |\det \partial y / \partial x|\)."""
-        apply = self.bijection.inverse if inverse else self.bijection.forward
+        time; returns it and \(\log |\det \partial y / \partial x|\), summed from
+        the log-derivatives of the column steps (no pass over the finished side)."""
+        log_dets: dict[int, Tensor] = {}
 
         def step(params: Tensor, i: int) -> Tensor:
-            # (*batch, P) parameters of input i against its (*batch, 1) column
-            return apply(params.unsqueeze(-1), value[..., i : i + 1], column=i)[0].squeeze(-1)
+            # (*batch, P) parameters of input i against its (*batch,) column
+            column, log_dets[i] = self.bijection._column(params, value[..., i], i, inverse)
+            return column
 
-        built, params = self.made.sequential(step, value.shape[:-1], self.context, method=self.sequential)
-        log_det = apply(params, value)[1].sum(-1)  # from the MADE outputs at the finished side
+        built, _ = self.made.sequential(step, value.shape[:-1], self.context, method=self.sequential)
+        log_det = torch.stack([log_dets[i] for i in range(self.input_dim)], dim=-1).sum(-1)
         return built, -log_det if inverse else log_det
 
 
