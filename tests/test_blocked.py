@@ -229,6 +229,16 @@ def test_auto_keeps_the_dense_product_for_small_and_empty_batches():
     assert product.choice(torch.empty(64, 64, 512), mask) is not None  # batch dims count as rows
 
 
+def test_auto_keeps_the_dense_product_under_autocast():
+    """Autocast casts F.linear's arguments, not those of the blocks' out= multiplies."""
+    degrees = masks.hidden_degrees(512, low=1, high=15)
+    mask = masks.hidden_mask(degrees, degrees)
+    x, weight = torch.randn(4096, 512), torch.randn(512, 512)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert MaskedProduct().choice(x, mask) is None
+        assert MaskedProduct()(x, weight, mask).dtype == torch.bfloat16
+
+
 def test_the_method_forces_either_product():
     degrees = masks.hidden_degrees(8, low=1, high=3)
     mask = masks.hidden_mask(degrees, degrees)

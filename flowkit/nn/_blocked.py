@@ -46,7 +46,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 __all__ = ["METHODS", "Block", "CostModel", "MaskBlocks", "MaskedProduct", "masked_linear"]
 
@@ -203,9 +202,10 @@ class MaskedProduct:
 
     Args:
         method: ``"auto"`` (blocked when [`CostModel`][flowkit.nn._blocked.CostModel]
-            predicts that it is faster for the batch and device of the call),
-            ``"blocked"`` or ``"dense"`` (always). An attribute, so it can be switched
-            later.
+            predicts that it is faster for the batch and device of the call; dense under
+            ``torch.jit.trace``, ``torch.compile`` and autocast), ``"blocked"`` or
+            ``"dense"`` (always). An attribute, so it can be switched later. A forced
+            blocked product computes in the dtype of its arguments, even under autocast.
         max_blocks: The most groups of rows a product is cut into.
 
     The blocks are found on the first blocked call and found again when the mask is
@@ -254,8 +254,9 @@ class MaskedProduct:
             return None
         if self._method == "blocked":
             return self.blocks(mask).partition(self.max_blocks)
-        # A traced or compiled graph is fixed for later calls (and fused by the compiler).
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # A traced or compiled graph is fixed for later calls (and fused by the compiler), and
+        # autocast casts F.linear's arguments but not those of the blocks' out= multiplies.
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
             return None
         model = COST_MODELS.get(x.device.type)
         batch = x.numel() // max(x.shape[-1], 1)
@@ -287,8 +288,11 @@ def _blocked_forward(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | Non
     for block in blocks:
         rows, cols = slice(*block.rows), slice(*block.cols)
         target = out[:, rows]
-        if block.work == 0:  # rows that read nothing
-            target.copy_(bias[rows]) if bias is not None else target.zero_()
+        if block.work == 0:  # rows that read nothing: their bias
+            if bias is None:
+                target.zero_()
+            else:
+                target.copy_(bias[rows])
             continue
         block_weight = (weight[rows, cols] * mask[rows, cols]).T
         if bias is None:
@@ -322,13 +326,14 @@ class _BlockedLinear(torch.autograd.Function):
 
 
 def _dense_backward(grad, x, weight, mask, needs_x: bool, needs_weight: bool) -> tuple[Tensor | None, ...]:
+    """The gradients of ``x`` and ``weight`` by the dense product's formulas (differentiable)."""
     grad_x = grad @ (weight * mask) if needs_x else None
     grad_weight = (grad.T @ x) * mask if needs_weight else None
     return grad_x, grad_weight
 
 
-@once_differentiable
 def _blocked_backward(grad, x, weight, mask, blocks: Partition, needs_x: bool, needs_weight: bool):
+    """The gradients of ``x`` and ``weight`` block by block, in place (not differentiable)."""
     grad_x = x.new_zeros(x.shape) if needs_x else None
     grad_weight = weight.new_zeros(weight.shape) if needs_weight else None
     for block in blocks:
