@@ -343,3 +343,17 @@ def test_scaling_quick(tmp_path):
         assert len(peaks) == int(row["processes"]) and all(peak >= with_data for peak in peaks), row
     assert number(one["speed-up"].rstrip("x")) == 1.0
     assert "<!-- scaling:start -->" in page.read_text()
+
+
+def test_masked_product_quick():
+    """Dense against blocked masked products: every ratio agrees with the printed times'
+    columns, and the automatic rule keeps the dense product at these tiny sizes."""
+    stdout = run_script("benchmarks/masked_product.py", "--quick").stdout
+    (row,) = table_with(stdout, "auto: pick, fwd / fwd+bwd ratio")
+    assert (row["D"], row["H"], row["B"]) == ("4", "16", "8"), row
+    assert number(row["forward dense (ms)"]) > 0 and number(row["fwd+bwd dense (ms)"]) > 0, row
+    for kind in ("forward", "fwd+bwd"):
+        assert all(number(row[f"{kind} {k} blocks / dense"]) > 0 for k in (2, 4, 8)), row
+    kept = [float(share) for share in row["work kept (2/4/8 blocks)"].split("/")]
+    assert kept == sorted(kept, reverse=True) and 0 < kept[-1] < 1, row
+    assert row["auto: pick, fwd / fwd+bwd ratio"].startswith("dense: "), row
