@@ -271,6 +271,20 @@ def test_blocks_follow_a_changed_or_replaced_mask():
     torch.testing.assert_close(product(x, weight[:4], other), x @ (weight[:4] * other).T, **EXACT)
 
 
+def test_remembered_blocks_serve_until_the_mask_changes():
+    """A MADE switching between its mask sets hands over each set's blocks."""
+    degrees = masks.hidden_degrees(8, low=1, high=3)
+    mask = masks.hidden_mask(degrees, degrees)
+    product = MaskedProduct("blocked")
+    full = MaskBlocks.of(torch.ones(8, 8, dtype=torch.bool))
+    product.remember(mask, full)
+    assert product.blocks(mask) is full  # taken as told, not searched
+    mask.logical_not_()
+    assert product.blocks(mask) == MaskBlocks.of(mask)
+    with pytest.raises(ValueError, match=r"blocks: expected the blocks of a \(8, 4\) mask"):
+        product.remember(mask[:, :4], full)
+
+
 def test_copies_find_their_own_blocks():
     degrees = masks.hidden_degrees(8, low=1, high=3)
     mask = masks.hidden_mask(degrees, degrees)

@@ -41,6 +41,7 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,8 @@ class MaskBlocks:
         mask = mask.detach().cpu()
         run_rows, first, stop = _runs(*_row_spans(mask))
         cuts = _best_cuts(run_rows, first, stop, max_blocks)
+        # Python lists from here: a few hundred numbers, read one at a time.
+        run_rows, first, stop = run_rows.tolist(), first.tolist(), stop.tolist()
         partitions = tuple(_blocks(cut, run_rows, first, stop) for cut in cuts)
         return MaskBlocks(tuple(mask.shape), partitions)
 
@@ -264,6 +267,14 @@ class MaskedProduct:
             return None
         return model.choose(self.blocks(mask), batch)
 
+    def remember(self, mask: Tensor, blocks: MaskBlocks) -> None:
+        """Takes ``blocks`` as those of ``mask`` as it is now, without searching: a layer
+        that switches between masks it has seen before (a MADE's mask sets) keeps each
+        one's blocks and hands them over after the switch."""
+        if blocks.shape != tuple(mask.shape):
+            raise ValueError(f"blocks: expected the blocks of a {tuple(mask.shape)} mask, got {blocks.shape}")
+        self._blocks, self._key = blocks, (mask, mask.data_ptr(), mask._version)
+
     def blocks(self, mask: Tensor) -> MaskBlocks:
         """The blocks of ``mask``, from the cache while the mask is unchanged."""
         # Holding the mask keeps its id and storage from being reused by another tensor.
@@ -355,11 +366,13 @@ def _blocked_backward(grad, x, weight, mask, blocks: Partition, needs_x: bool, n
 def _row_spans(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Per row, the first True column and one past the last; ``(C, 0)`` for an empty row,
     so that it widens no group's span."""
-    columns = mask.shape[1]
+    rows, columns = mask.shape
+    if columns == 0:
+        return torch.zeros(rows, dtype=torch.long), torch.zeros(rows, dtype=torch.long)
+    as_bytes = mask.to(torch.uint8)  # argmax gives the first of equal maxima
+    first = as_bytes.argmax(dim=1)
+    stop = columns - as_bytes.flip(1).argmax(dim=1)
     any_true = mask.any(dim=1)
-    index = torch.arange(columns)
-    first = torch.where(mask, index, columns).amin(dim=1) if columns else torch.zeros(len(mask), dtype=torch.long)
-    stop = torch.where(mask, index + 1, 0).amax(dim=1) if columns else torch.zeros(len(mask), dtype=torch.long)
     return torch.where(any_true, first, columns), torch.where(any_true, stop, 0)
 
 
@@ -408,28 +421,29 @@ def _best_cuts(run_rows: Tensor, first: Tensor, stop: Tensor, max_blocks: int) -
         better = more < best
         best = torch.where(better, more, best)
         starts.append(torch.where(better, start + 1, -1))
+    starts = [table.tolist() for table in starts]
     return [_backtrack(starts, groups, runs) for groups in range(1, max_blocks + 1)]
 
 
-def _backtrack(starts: list[Tensor], groups: int, runs: int) -> list[int]:
+def _backtrack(starts: list[list[int]], groups: int, runs: int) -> list[int]:
     """The first run of each group in the best cut of all runs into at most ``groups``."""
     cut, end, groups = [], runs - 1, min(groups, len(starts))
     while end >= 0:
         while groups > 1 and starts[groups - 1][end] < 0:
             groups -= 1
-        begin = int(starts[groups - 1][end])
+        begin = starts[groups - 1][end]
         cut.append(begin)
         end, groups = begin - 1, groups - 1
     return cut[::-1]
 
 
-def _blocks(cut: list[int], run_rows: Tensor, first: Tensor, stop: Tensor) -> Partition:
+def _blocks(cut: list[int], run_rows: list[int], first: list[int], stop: list[int]) -> Partition:
     """The blocks of a cut (the first run of each group)."""
-    rows_before = [0, *run_rows.cumsum(0).tolist()]
+    rows_before = [0, *itertools.accumulate(run_rows)]
     bounds = [*cut, len(run_rows)]
     blocks = []
     for begin, end in zip(bounds, bounds[1:]):
-        lo, hi = int(first[begin:end].min()), int(stop[begin:end].max())
+        lo, hi = min(first[begin:end]), max(stop[begin:end])
         span = (lo, hi) if hi > lo else (0, 0)
         blocks.append(Block((rows_before[begin], rows_before[end]), span))
     return tuple(blocks)
