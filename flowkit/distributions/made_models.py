@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor, nn
 
-from flowkit._validation import as_shape, check_is_tensor
+from flowkit._validation import as_shape, check_int, check_is_tensor, check_last_dim
 from flowkit.nn import MADE
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "MixtureMADE",
 ]
 
-SCALE_FLOOR = 1e-3
+SCALE_FLOOR = 1e-3  # the smallest scale of a Gaussian conditional
 
 
 def _compiling() -> bool:
@@ -95,14 +95,13 @@ class AutoregressiveMADE(nn.Module):
     def check_data(self, x: Tensor) -> None:
         """Raises a clear error for data outside the support."""
         check_is_tensor(x, "x")
-        if x.dim() == 0 or x.shape[-1] != self.input_dim:
-            raise ValueError(f"x: expected shape (..., {self.input_dim}), got {tuple(x.shape)}")
+        check_last_dim(x, "x", self.input_dim)
         if x.is_floating_point() and not _compiling() and not torch.isfinite(x).all():
             raise ValueError("x: holds inf or nan; a density is defined for finite points only")
 
     def to_input(self, x: Tensor) -> Tensor:
         """Data to the MADE's (floating-point) input."""
-        return x.to(self.made.output_layer.weight.dtype)
+        return x.to(self.made.dtype)
 
     def from_input(self, v: Tensor) -> Tensor:
         """The MADE's input back to data."""
@@ -178,8 +177,7 @@ class AutoregressiveMADE(nn.Module):
         self.check_data(x)
         if not isinstance(observed, Tensor) or observed.dtype != torch.bool:
             raise TypeError("observed: expected a boolean tensor")
-        if observed.dim() == 0 or observed.shape[-1] != self.input_dim:
-            raise ValueError(f"observed: expected shape (..., {self.input_dim}), got {tuple(observed.shape)}")
+        check_last_dim(observed, "observed", self.input_dim)
         if method not in ("sample", "mode"):
             raise ValueError(f"method: expected 'sample' or 'mode', got {method!r}")
         pick = self.sample_conditional if method == "sample" else self.mode_conditional
@@ -360,8 +358,7 @@ class MixtureMADE(AutoregressiveMADE):
         context_dim: int = 0,
         **made_kwargs,
     ):
-        if isinstance(num_components, bool) or not isinstance(num_components, int) or num_components < 1:
-            raise ValueError(f"num_components: expected a positive int, got {num_components!r}")
+        check_int(num_components, "num_components")
         super().__init__(input_dim, hidden_dims, [num_components] * 3, context_dim, **made_kwargs)
         self.num_components = num_components
 
@@ -409,8 +406,7 @@ class CategoricalMADE(AutoregressiveMADE):
     def __init__(
         self, input_dim: int, hidden_dims: Sequence[int], num_classes: int, context_dim: int = 0, **made_kwargs
     ):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+        check_int(num_classes, "num_classes", minimum=2)
         super().__init__(input_dim, hidden_dims, [num_classes], context_dim, **made_kwargs)
         self.num_classes = num_classes
         self.support = constraints.independent(constraints.integer_interval(0, num_classes - 1), 1)

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowkit._validation import check_float_tensor, check_int
+
 __all__ = ["Affine", "ElementwiseBijection", "GatedAffine", "RationalQuadraticSpline"]
 
 
@@ -99,7 +101,7 @@ class ElementwiseBijection(ABC):
     def _check(self, params: Tensor, value: Tensor, name: str, column: int | None) -> None:
         """Checks types and shapes at the public entry points."""
         self._check_params(params, column)
-        _check_float_tensor(value, name)
+        check_float_tensor(value, name)
         if value.dim() == 0:
             raise ValueError(f"{name}: expected shape (..., D), got a 0-d tensor")
         per_input = params.shape[:-2] + params.shape[-1:]
@@ -113,14 +115,13 @@ class ElementwiseBijection(ABC):
         self._check_inputs(value, name, column)
 
     def _check_params(self, params: Tensor, column: int | None) -> None:
-        _check_float_tensor(params, "params")
+        check_float_tensor(params, "params")
         if params.dim() < 2 or params.shape[-2] != self.num_params:
             raise ValueError(
                 f"params: expected shape (..., {self.num_params}, D) for {self!r} (num_params={self.num_params}), "
                 f"got {tuple(params.shape)}"
             )
-        if column is not None and (isinstance(column, bool) or not isinstance(column, int) or column < 0):
-            raise ValueError(f"column: expected a non-negative int or None, got {column!r}")
+        check_int(column, "column", minimum=0, or_none=True)
         self._check_inputs(params, "params", column)
 
     def _check_inputs(self, tensor: Tensor, name: str, column: int | None) -> None:
@@ -305,8 +306,7 @@ class RationalQuadraticSpline(ElementwiseBijection):
         min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3,
     ):
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"bins: expected a positive int, got {bins!r}")
+        check_int(bins, "bins")
         self.bins = bins
         self.bound = _check_bound(bound)
         for name, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
@@ -540,13 +540,6 @@ def _softmax(logits: Tensor, dim: int) -> Tensor:
     runs one per column). Shifted by the maximum, so large logits cannot overflow."""
     weights = torch.exp(logits - logits.amax(dim=dim, keepdim=True))
     return weights / weights.sum(dim=dim, keepdim=True)
-
-
-def _check_float_tensor(tensor: object, name: str) -> None:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {tensor.dtype}")
 
 
 def _compute_dtype(params: Tensor, value: Tensor) -> torch.dtype:

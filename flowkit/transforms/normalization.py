@@ -11,6 +11,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor, nn
 
+from flowkit._validation import check_int
 from flowkit.transforms.cache import CachedTransformModule
 
 __all__ = ["ActNorm", "BatchNorm"]
@@ -27,8 +28,7 @@ class _ElementwiseAffine(CachedTransformModule):
 
     def __init__(self, input_dim: int):
         super().__init__()
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
-            raise ValueError(f"input_dim: expected a positive int, got {input_dim!r}")
+        check_int(input_dim, "input_dim")
         self.input_dim = input_dim
 
     def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -140,9 +140,14 @@ class ActNorm(_ElementwiseAffine):
         # A Python copy of the flag, so the training-mode check never reads the buffer back
         # from the device (nor splits a torch.compile graph); load_state_dict refreshes it.
         self._initialized = False
-        self.register_load_state_dict_post_hook(ActNorm._sync_from_buffers)  # a function, so it pickles
+        self.register_load_state_dict_post_hook(_sync_after_load)
 
-    def _sync_from_buffers(self, incompatible_keys=None) -> None:
+    @property
+    def is_initialized(self) -> bool:
+        """Whether it has initialised from data (the ``initialized`` buffer, as a Python bool)."""
+        return self._initialized
+
+    def sync_from_buffers(self) -> None:
         """Refreshes the Python copy of the flag after the buffer was overwritten (by
         ``load_state_dict``, or by ``DistributedDataParallel`` copying rank 0's)."""
         self._initialized = bool(self.initialized)
@@ -167,3 +172,8 @@ class ActNorm(_ElementwiseAffine):
                 self.initialized.fill_(True)
             self._initialized = True
         return super()._inverse_and_log_det(y)
+
+
+def _sync_after_load(act_norm: ActNorm, incompatible_keys: object) -> None:
+    """``load_state_dict``'s post hook (a module-level function, so that ActNorm pickles)."""
+    act_norm.sync_from_buffers()
