@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from flowkit._validation import as_shape, check_int, check_is_tensor, check_last_dim
 from flowkit.nn import MADE
+from flowkit.transforms.elementwise import softplus_scale
 
 __all__ = [
     "AutoregressiveMADE",
@@ -322,10 +323,10 @@ class GaussianMADE(AutoregressiveMADE):
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         loc, unconstrained = params.unbind(-2)
-        return dist.Normal(loc, F.softplus(unconstrained) + SCALE_FLOOR, validate_args=False).log_prob(x)
+        return dist.Normal(loc, softplus_scale(unconstrained, SCALE_FLOOR), validate_args=False).log_prob(x)
 
     def sample_conditional(self, params: Tensor) -> Tensor:
-        return torch.normal(params[..., 0], F.softplus(params[..., 1]) + SCALE_FLOOR)
+        return torch.normal(params[..., 0], softplus_scale(params[..., 1], SCALE_FLOOR))
 
     def mode_conditional(self, params: Tensor) -> Tensor:
         return params[..., 0]
@@ -364,7 +365,7 @@ class MixtureMADE(AutoregressiveMADE):
 
     def _parts(self, params: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
         logits, loc, unconstrained = params.split(self.num_components, dim=dim)
-        return logits, loc, F.softplus(unconstrained) + SCALE_FLOOR
+        return logits, loc, softplus_scale(unconstrained, SCALE_FLOOR)
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         logits, loc, scale = self._parts(params, dim=-2)  # each (..., K, D)

@@ -45,6 +45,34 @@ from flowkit._validation import check_float_tensor, check_int
 __all__ = ["Affine", "ElementwiseBijection", "GatedAffine", "RationalQuadraticSpline"]
 
 
+def softplus_scale(unconstrained: Tensor, floor: float, offset: float = 0.0) -> Tensor:
+    r"""The positive scale \(\sigma = \mathrm{softplus}(u + c) + \sigma_{\min}\) of an
+    unconstrained \(u\), never below the floor \(\sigma_{\min}\): the scale map of
+    [`Affine`][flowkit.transforms.elementwise.Affine] (whose offset \(c\) makes
+    \(u = 0\) give 1) and of the Gaussian MADE density models (\(c = 0\)).
+
+    Examples:
+        >>> softplus_scale(torch.tensor([-50.0, 0.0]), floor=1e-3)
+        tensor([0.0010, 0.6941])
+    """
+    return F.softplus(unconstrained + offset if offset else unconstrained) + floor
+
+
+def affine_map(
+    value: Tensor, shift: Tensor, scale: Tensor, log_scale: Tensor, inverse: bool
+) -> tuple[Tensor, Tensor]:
+    r"""The elementwise affine map \(y = \mu + \sigma x\) (or, with ``inverse``, its inverse
+    \(x = (y - \mu) / \sigma\)) of ``value``, with its log-derivative
+    (\(\log \sigma\), or \(-\log \sigma\)) of the output's shape: the map of
+    [`Affine`][flowkit.transforms.elementwise.Affine],
+    [`GatedAffine`][flowkit.transforms.elementwise.GatedAffine] and the normalisation layers."""
+    if inverse:
+        out = (value - shift) / scale
+        return out, (-log_scale).expand(out.shape)
+    out = shift + scale * value
+    return out, log_scale.expand(out.shape)
+
+
 class ElementwiseBijection(ABC):
     r"""A monotone increasing map \(y = f(x; \theta)\) of one variable, applied to every
     input with that input's raw (unconstrained) parameters \(\theta \in \mathbb{R}^P\).
@@ -172,17 +200,15 @@ class Affine(ElementwiseBijection):
 
     def _shift_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
         loc, unconstrained = params.unbind(-2)
-        return loc, F.softplus(unconstrained + self._softplus_shift) + self.scale_floor
+        return loc, softplus_scale(unconstrained, self.scale_floor, self._softplus_shift)
 
     def _forward(self, params: Tensor, x: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
         shift, scale = self._shift_scale(params)
-        y = shift + scale * x
-        return y, scale.log().expand(y.shape)
+        return affine_map(x, shift, scale, scale.log(), inverse=False)
 
     def _inverse(self, params: Tensor, y: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
         shift, scale = self._shift_scale(params)
-        x = (y - shift) / scale
-        return x, (-scale.log()).expand(x.shape)
+        return affine_map(y, shift, scale, scale.log(), inverse=True)
 
     def _options(self) -> dict[str, object]:
         return {"scale_floor": self.scale_floor}
@@ -225,14 +251,10 @@ class GatedAffine(ElementwiseBijection):
         return (1.0 - scale) * loc, scale, F.logsigmoid(gate)
 
     def _forward(self, params: Tensor, x: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
-        shift, scale, log_scale = self._shift_scale(params)
-        y = shift + scale * x
-        return y, log_scale.expand(y.shape)
+        return affine_map(x, *self._shift_scale(params), inverse=False)
 
     def _inverse(self, params: Tensor, y: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
-        shift, scale, log_scale = self._shift_scale(params)
-        x = (y - shift) / scale
-        return x, (-log_scale).expand(x.shape)
+        return affine_map(y, *self._shift_scale(params), inverse=True)
 
     def _options(self) -> dict[str, object]:
         return {"sigmoid_bias": self.sigmoid_bias}

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from flowkit._validation import check_int
 from flowkit.transforms.cache import CachedTransformModule
+from flowkit.transforms.elementwise import affine_map
 
 __all__ = ["ActNorm", "BatchNorm"]
 
@@ -37,13 +38,15 @@ class _ElementwiseAffine(CachedTransformModule):
     def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``y = shift + exp(log_scale) * x`` and its log-determinant."""
         shift, log_scale = self._shift_log_scale(None)
-        return shift + log_scale.exp() * x, log_scale.sum(-1).expand(x.shape[:-1])
+        y, _ = affine_map(x, shift, log_scale.exp(), log_scale, inverse=False)
+        return y, log_scale.sum(-1).expand(x.shape[:-1])
 
     def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``x = (y - shift) / exp(log_scale)`` (the normalising direction) and the
         log-determinant of the forward map."""
         shift, log_scale = self._shift_log_scale(y)
-        return (y - shift) * (-log_scale).exp(), log_scale.sum(-1).expand(y.shape[:-1])
+        x, _ = affine_map(y, shift, log_scale.exp(), log_scale, inverse=True)
+        return x, log_scale.sum(-1).expand(y.shape[:-1])
 
     def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         """The log-scale the inverse would use for ``y``."""
