@@ -303,14 +303,8 @@ class BernoulliMADE(AutoregressiveMADE):
 
 class GaussianMADE(AutoregressiveMADE):
     r"""Real data: \(p(x_d \mid x_{<d}) = \mathcal{N}(\mu_d, \sigma_d^2)\) with
-    \(\sigma_d = \mathrm{softplus}(u_d) + 10^{-3}\).
-
-    Args:
-        input_dim: The number of dimensions ``D``.
-        hidden_dims: MADE hidden widths.
-        context_dim: Size of a conditioning input; 0 for none.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
-            ``degrees``, ``activation``, ``seed``, ...).
+    \(\sigma_d = \mathrm{softplus}(u_d) + 10^{-3}\). Arguments as in
+    [`BernoulliMADE`][flowkit.distributions.made_models.BernoulliMADE].
 
     Examples:
         >>> model = GaussianMADE(3, [16], seed=0)
