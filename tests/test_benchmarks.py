@@ -318,3 +318,19 @@ def test_scaling_quick(tmp_path):
         assert len(peaks) == int(row["processes"]) and all(peak >= with_data for peak in peaks), row
     assert number(one["speed-up"].rstrip("x")) == 1.0
     assert "<!-- scaling:start -->" in page.read_text()
+
+
+def test_svi_quick(tmp_path):
+    page = tmp_path / "benchmarks.md"
+    stdout = run_script("benchmarks/svi.py", "--quick", "--page", str(page)).stdout
+    rows = table_with(stdout, "ms per step")
+    guides = ["Pyro AutoIAFNormal", "flowkit AutoIAF, stick_the_landing=False", "flowkit AutoIAF (path derivative)"]
+    assert [(row["model"], row["D"], row["guide"]) for row in rows] == [
+        (model, dim, guide) for model, dim in (("gaussian", "5"), ("logistic", "31")) for guide in guides
+    ]
+    pyro_rows = {row["model"]: row for row in rows if row["guide"] == guides[0]}
+    for row in rows:
+        assert number(row["ms per step"]) > 0, row
+        assert_printed_ratio(row["vs Pyro"], row["ms per step"], pyro_rows[row["model"]]["ms per step"])
+    assert pyro_rows["gaussian"]["vs Pyro"] == "1.00x"
+    assert "<!-- svi:start -->" in page.read_text()
