@@ -212,11 +212,23 @@ class PathDerivativeFlow(TorchDistribution):
             (grad,) = torch.autograd.grad((z[:size] * rows).sum() + log_det[size].sum(), copies)
         if not _same_point(z[size].detach(), value):
             return None
-        jacobian = grad[:size].movedim(0, -2)  # (..., D_out, D_in)
-        score = torch.linalg.solve(jacobian.transpose(-1, -2), (-noise - grad[size]).unsqueeze(-1)).squeeze(-1)
+        score = _solve_transposed(grad[:size].movedim(0, -2), -noise - grad[size])  # J is (..., D_out, D_in)
+        if score is None:
+            return None
         log_q = standard_normal_log_prob(noise) - log_det[size].detach()
         # The value of log q, and the gradient score . dz: (value - value.detach()) is zero.
         return log_q + (score * (value - value.detach())).sum(-1)
+
+
+def _solve_transposed(jacobian: Tensor, rhs: Tensor) -> Tensor | None:
+    """``s`` with ``J^T s = rhs`` for every draw, solved in float64 (a product of many
+    steps' Jacobians can be badly conditioned in float32); ``None`` when some ``J`` is
+    singular to working precision, for the sequential inverse to answer instead."""
+    wide = torch.float64 if jacobian.dtype in (torch.float16, torch.bfloat16, torch.float32) else jacobian.dtype
+    solution, info = torch.linalg.solve_ex(jacobian.transpose(-1, -2).to(wide), rhs.unsqueeze(-1).to(wide))
+    if bool(info.any()) or not bool(torch.isfinite(solution).all()):
+        return None
+    return solution.squeeze(-1).to(rhs.dtype)
 
 
 def _same_point(z_now: Tensor, value: Tensor) -> bool:
