@@ -357,3 +357,19 @@ def test_masked_product_quick():
     kept = [float(share) for share in row["work kept (2/4/8 blocks)"].split("/")]
     assert kept == sorted(kept, reverse=True) and 0 < kept[-1] < 1, row
     assert row["auto: pick, fwd / fwd+bwd ratio"].startswith("dense: "), row
+
+
+def test_svi_quick(tmp_path):
+    page = tmp_path / "benchmarks.md"
+    stdout = run_script("benchmarks/svi.py", "--quick", "--page", str(page)).stdout
+    rows = table_with(stdout, "ms per step")
+    guides = ["Pyro AutoIAFNormal", "flowkit AutoIAF, stick_the_landing=False", "flowkit AutoIAF (path derivative)"]
+    assert [(row["model"], row["D"], row["guide"]) for row in rows] == [
+        (model, dim, guide) for model, dim in (("gaussian", "5"), ("logistic", "31")) for guide in guides
+    ]
+    pyro_rows = {row["model"]: row for row in rows if row["guide"] == guides[0]}
+    for row in rows:
+        assert number(row["ms per step"]) > 0, row
+        assert_printed_ratio(row["vs Pyro"], row["ms per step"], pyro_rows[row["model"]]["ms per step"])
+    assert pyro_rows["gaussian"]["vs Pyro"] == "1.00x"
+    assert "<!-- svi:start -->" in page.read_text()

@@ -149,13 +149,16 @@ def test_scoring_own_sample_needs_no_made_pass(stable, made_passes):
 
 
 @pytest.mark.parametrize("num_transforms", [1, 3])
-def test_trace_elbo_uses_one_made_pass_per_iaf_step(num_transforms, made_passes):
-    guide = make_guide("AutoIAF", num_transforms=num_transforms)
+@pytest.mark.parametrize("stick_the_landing", [False, True])
+def test_trace_elbo_made_passes_per_iaf_step(num_transforms, stick_the_landing, made_passes):
+    """One pass per IAF step (the sample's; the score from the cache), or with the
+    path-derivative score one more over the D + 1 noise copies: no sequential inverse."""
+    guide = make_guide("AutoIAF", num_transforms=num_transforms, stick_the_landing=stick_the_landing)
     guide()
     made_passes["n"] = 0
     loss = Trace_ELBO().differentiable_loss(gaussian_model, guide)
     assert torch.isfinite(loss)
-    assert made_passes["n"] == num_transforms
+    assert made_passes["n"] == num_transforms * (2 if stick_the_landing else 1)
 
 
 @pytest.mark.parametrize("options", [{}, {"fused": True}], ids=["Adam", "fused_Adam"])
@@ -163,7 +166,7 @@ def test_svi_scores_each_step_from_the_cache_and_never_a_stale_value(options, ma
     """Across SVI steps: one MADE pass per IAF step and SVI step (the sample's), the score
     from the cache. After a step of the same Pyro optimiser (fused: no version counter
     moves), a sample drawn before it gets the new value."""
-    guide = make_guide("AutoIAF", constrained_model, num_transforms=2)
+    guide = make_guide("AutoIAF", constrained_model, num_transforms=2, stick_the_landing=False)
     guide()
     svi = SVI(constrained_model, guide, Adam({"lr": 1e-2, **options}), Trace_ELBO())
     for _ in range(5):
@@ -465,7 +468,7 @@ def test_amortized_log_prob_matches_recomputation(stable):
 
 
 def test_amortized_scoring_own_sample_needs_no_made_pass(made_passes):
-    posterior = AmortizedIAF(latent_dim=3, context_dim=4, num_transforms=2, hidden_dims=[16])
+    posterior = AmortizedIAF(latent_dim=3, context_dim=4, num_transforms=2, hidden_dims=[16], stick_the_landing=False)
     q = posterior(torch.randn(5, 3), torch.ones(5, 3), torch.randn(5, 4))
     made_passes["n"] = 0
     z = q.rsample()
@@ -490,7 +493,8 @@ def test_amortized_validation():
             AmortizedIAF(latent_dim=3, context_dim=bad)
 
 
-def test_amortized_iaf_in_a_tiny_vae(made_passes):
+@pytest.mark.parametrize("stick_the_landing", [False, True])
+def test_amortized_iaf_in_a_tiny_vae(stick_the_landing, made_passes):
     torch.manual_seed(0)
     x_dim, z_dim, c_dim, n = 8, 2, 4, 64
     prototypes = torch.tensor([[1.0] * 4 + [0.0] * 4, [0.0] * 4 + [1.0] * 4])
@@ -499,7 +503,9 @@ def test_amortized_iaf_in_a_tiny_vae(made_passes):
 
     encoder = nn.Linear(x_dim, 2 * z_dim + c_dim)
     decoder = nn.Linear(z_dim, x_dim)
-    posterior = AmortizedIAF(latent_dim=z_dim, context_dim=c_dim, num_transforms=2, hidden_dims=[16])
+    posterior = AmortizedIAF(
+        latent_dim=z_dim, context_dim=c_dim, num_transforms=2, hidden_dims=[16], stick_the_landing=stick_the_landing
+    )
 
     def model(x):
         pyro.module("decoder", decoder)
@@ -516,7 +522,8 @@ def test_amortized_iaf_in_a_tiny_vae(made_passes):
 
     made_passes["n"] = 0
     assert torch.isfinite(Trace_ELBO().differentiable_loss(model, guide, data))
-    assert made_passes["n"] == 2  # one pass per IAF step: the score comes from the cache
+    # One pass per IAF step (the score from the cache), or one more over the noise copies.
+    assert made_passes["n"] == (4 if stick_the_landing else 2)
 
     before = {k: v.detach().clone() for k, v in posterior.named_parameters()}
     svi = SVI(model, guide, Adam({"lr": 3e-2}), Trace_ELBO())

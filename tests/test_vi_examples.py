@@ -72,3 +72,21 @@ def test_vi_logistic_regression_quick(tmp_path):
         assert values["test log-lik"] < 0
         assert 0.5 < values["test accuracy"] <= 1  # even a few steps beat guessing
     assert_png(tmp_path / "vi_logistic_regression.png")
+
+
+def test_vi_gaussian_posterior_quick(tmp_path):
+    stdout = run_example("vi_gaussian_posterior.py", tmp_path)
+    header, body = table(stdout)
+    assert header[1:3] == ["seed 0", "seed 1"] and header[-3:] == ["median", "max", "time per run (s)"]
+    guides = [row[0] for row in body]
+    assert guides[:2] == ["AutoMultivariateNormal", "AutoIAFNormal"] and len(guides) == 5
+    assert all(guide.startswith("flowkit AutoIAF") for guide in guides[2:])
+    for row in body:
+        values = numeric_cells(header, row, labels=1)
+        gaps = [values["seed 0"], values["seed 1"]]
+        # An ELBO is a lower bound: the KL gap is positive up to Monte Carlo error.
+        assert min(gaps) > -0.05, row
+        assert values["median"] == pytest.approx(sum(gaps) / 2, abs=2e-4)
+        assert values["max"] == pytest.approx(max(gaps), abs=1e-4)
+    assert "misses by 1.971 nats" in stdout  # the closed-form mean-field gap of this posterior
+    assert_png(tmp_path / "vi_gaussian_posterior.png")

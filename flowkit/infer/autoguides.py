@@ -25,6 +25,7 @@ For an IAF the ELBO is cheap: a sample and its log-density come from one pass pe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import pyro
@@ -38,7 +39,8 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import Tensor, nn
 
-from flowkit.distributions.flows import iaf, maf
+from flowkit.distributions.flows import Flow, iaf, maf
+from flowkit.infer.path_derivative import PathDerivativeFlow, inverse_with_fixed_parameters, standard_normal_log_prob
 from flowkit.nn import MADEConfig
 from flowkit.transforms import ElementwiseBijection, as_bijection
 from flowkit.transforms.autoregressive import _resolve_conditioner
@@ -64,9 +66,13 @@ class AutoFlow(AutoContinuous):
         *,
         bijection: ElementwiseBijection | str = "affine",
         conditioner: MADEConfig | None = None,
+        stick_the_landing: bool = True,
     ):
         if not init_scale > 0:
             raise ValueError(f"init_scale: expected a positive float, got {init_scale!r}")
+        if not isinstance(stick_the_landing, bool):
+            raise TypeError(f"stick_the_landing: expected a bool, got {type(stick_the_landing).__name__}")
+        self.stick_the_landing = stick_the_landing
         self._flow_options = dict(
             num_transforms=num_transforms,
             permutation=permutation,
@@ -101,8 +107,23 @@ class AutoFlow(AutoContinuous):
         return ComposeTransform(self._transforms())
 
     def get_posterior(self, *args, **kwargs) -> dist.TransformedDistribution:
+        """The posterior over the unconstrained latent vector, with the usual ``log_prob``
+        (the ELBO's fixed-parameter score is [`sample_latent`][flowkit.infer.autoguides.AutoFlow.sample_latent]'s)."""
         # A list, not a ComposeTransform, so each step keeps its own cache.
         return dist.TransformedDistribution(self.get_base_dist(), self._transforms())
+
+    def sample_latent(self, *args, **kwargs) -> Tensor:
+        """Samples the unconstrained latent vector at the guide's latent site. With
+        ``stick_the_landing``, the site's distribution is a
+        [`PathDerivativeFlow`][flowkit.infer.path_derivative.PathDerivativeFlow], whose
+        ``log_prob`` holds the parameters fixed: the ELBO gets the path-derivative gradient."""
+        if not self.stick_the_landing:
+            return super().sample_latent(*args, **kwargs)
+        flow, loc, scale = self.flow, self.loc, self.scale  # one read each: a PyroParam is looked up at every read
+        push = functools.partial(_push_through, list(flow.transforms), loc, scale)
+        fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, loc.detach(), scale.detach())
+        posterior = PathDerivativeFlow(push, fixed_log_prob, torch.Size(), self.latent_dim, loc)
+        return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
 
     def _unconstrained_samples(self, num_samples: int, *args, **kwargs) -> Tensor:
         if self.prototype_trace is None:
@@ -133,6 +154,18 @@ class AutoFlow(AutoContinuous):
         return {name: torch.stack(values) for name, values in result.items()}
 
 
+def _push_through(transforms: list, loc: Tensor, scale: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    """``z = loc + scale * flow(noise)`` and its log-determinant, without Pyro's caches."""
+    y, log_det = Flow._push(noise, transforms)
+    return loc + scale * y, log_det + scale.log().sum(-1)
+
+
+def _fixed_parameter_log_prob(flow: Flow, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
+    """log q(z) through ``flow`` (detached) and the detached ``loc`` and ``scale``."""
+    noise, log_det = inverse_with_fixed_parameters(flow, (z - loc) / scale)
+    return standard_normal_log_prob(noise) - log_det - scale.log().sum(-1)
+
+
 class AutoIAF(AutoFlow):
     """An inverse-autoregressive-flow posterior over all continuous latent sites.
 
@@ -150,6 +183,14 @@ class AutoIAF(AutoFlow):
             ``"gated"`` (the update of Kingma et al. 2016), ``"spline"`` or an
             [`ElementwiseBijection`][flowkit.transforms.ElementwiseBijection].
         conditioner: The options of every step's MADE, a [`MADEConfig`][flowkit.nn.MADEConfig].
+            ``MADEConfig(skip_connections=True)`` adds direct connections: every Gaussian
+            posterior is then in the family.
+        stick_the_landing: Score the guide's own sample with the parameters held fixed,
+            the path-derivative ELBO gradient of Roeder et al. (2017)
+            ([`path_derivative`][flowkit.infer.path_derivative]): its variance vanishes as
+            the guide reaches the posterior. It costs one more pass of the flow (over D + 1
+            copies of the noise) and its backward per step. Switch it off for
+            importance-weighted objectives such as ``RenyiELBO``, for which it is biased.
 
     Examples:
         >>> import pyro
