@@ -108,19 +108,25 @@ class _Columns:
         self.width = 0
         self._full = like.new_empty(rows, width) if in_place else None
         self._joined = like.new_empty(rows, 0)
+        self._lent: Tensor | None = None  # the last slot lent
 
     def slot(self, width: int) -> Tensor | None:
-        """Where the next ``width`` columns go, to compute them in place; ``None`` with gradients."""
-        return None if self._full is None else self._full[:, self.width : self.width + width]
+        """Where the next ``width`` columns go, to compute them in place (an ``out=``
+        argument); ``None`` with gradients, and under ``torch.compile`` (which takes no
+        strided ``out=``, and fuses the copy into the op itself)."""
+        if self._full is None or torch.compiler.is_compiling():
+            return None
+        self._lent = self._full[:, self.width : self.width + width]
+        return self._lent
 
     def append(self, columns: Tensor) -> None:
-        """Appends ``columns``: copied into their slot, unless computed there already."""
+        """Appends ``columns``: copied into their place, unless they are the slot just lent
+        (``out=`` and in-place ops return the very tensor they wrote)."""
         stop = self.width + columns.shape[-1]
         if self._full is not None:
-            target = self._full[:, self.width : stop]
-            if columns.data_ptr() != target.data_ptr() or columns.stride() != target.stride():
-                target.copy_(columns)
-            self._joined = self._full[:, :stop]
+            if columns is not self._lent:
+                self._full[:, self.width : stop] = columns
+            self._joined, self._lent = self._full[:, :stop], None
         else:
             self._joined = torch.cat([self._joined, columns], dim=-1)
         self.width = stop
