@@ -362,3 +362,11 @@ def test_known_blocks_are_the_found_or_remembered_ones_of_the_mask_as_it_is():
     assert product.known_blocks(mask.clone()) is None
     mask.logical_not_()
     assert product.known_blocks(mask) is None
+
+
+def test_blocks_are_found_on_the_cpu_whatever_the_default_device():
+    degrees = masks.hidden_degrees(8, low=1, high=3)
+    mask = masks.hidden_mask(degrees, degrees)
+    with torch.device("meta"):
+        blocks = MaskBlocks.of(mask)
+    assert blocks == MaskBlocks.of(mask)

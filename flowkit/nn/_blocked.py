@@ -98,8 +98,9 @@ class MaskBlocks:
         if isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1:
             raise ValueError(f"max_blocks: expected a positive int, got {max_blocks!r}")
         mask = mask.detach().cpu()
-        run_rows, first, stop = _runs(*_row_spans(mask))
-        cuts = _best_cuts(run_rows, first, stop, max_blocks)
+        with torch.device("cpu"):  # bookkeeping, wherever torch.set_default_device puts new tensors
+            run_rows, first, stop = _runs(*_row_spans(mask))
+            cuts = _best_cuts(run_rows, first, stop, max_blocks)
         # Python lists from here: a few hundred numbers, read one at a time.
         run_rows, first, stop = run_rows.tolist(), first.tolist(), stop.tolist()
         partitions = tuple(_blocks(cut, run_rows, first, stop) for cut in cuts)
