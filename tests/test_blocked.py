@@ -293,3 +293,80 @@ def test_copies_find_their_own_blocks():
         assert clone.method == "blocked" and clone.max_blocks == 2 and clone._key is None
         assert clone.blocks(mask.clone()) == product.blocks(mask)
     assert repr(product) == "MaskedProduct(method='blocked', max_blocks=2)"
+
+
+# ------------------------------------------------------------------ the product's factor
+def test_the_factor_is_the_mask_in_the_weights_dtype_until_the_mask_changes():
+    """The 0/1 factor is converted once per mask state, not at every call (a bool mask in a
+    multiply is converted forward and backward), and converted again after any change."""
+    degrees = masks.hidden_degrees(8, low=1, high=3)
+    mask = masks.hidden_mask(degrees, degrees)
+    weight, x = torch.randn(8, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    product = MaskedProduct("dense")
+    factor = product.factor(mask, weight)
+    assert factor.dtype == torch.float64 and torch.equal(factor, mask.double())
+    assert product.factor(mask, weight) is factor
+    assert product.factor(mask, weight.float()).dtype == torch.float32  # another dtype: converted again
+    mask.logical_not_()
+    torch.testing.assert_close(product(x, weight, mask), x @ (weight * mask).T, **EXACT)
+    other = mask.clone()
+    assert product.factor(other, weight) is not product.factor(mask, weight)
+
+
+def test_the_weight_is_masked_at_every_call():
+    """Writes that move no version counter (fused optimisers, ``.data``) are seen: the
+    masked weight is never kept between calls."""
+    degrees = masks.hidden_degrees(8, low=1, high=3)
+    mask = masks.hidden_mask(degrees, degrees)
+    weight, x = torch.randn(8, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    for method in ("dense", "blocked"):
+        product = MaskedProduct(method)
+        with torch.no_grad():
+            product(x, weight, mask)
+        weight.data.add_(1.0)
+        with torch.no_grad():
+            torch.testing.assert_close(product(x, weight, mask), x @ (weight * mask).T, **EXACT)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated")
+def test_no_factor_is_kept_from_inference_mode_or_tracing():
+    """A factor made in inference mode could not be saved for a later backward; one kept
+    by a trace would be baked into it as a constant."""
+    degrees = masks.hidden_degrees(8, low=1, high=3)
+    mask = masks.hidden_mask(degrees, degrees)
+    weight = torch.randn(8, 8, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    product = MaskedProduct("dense")
+    with torch.inference_mode():
+        assert product.factor(mask, weight) is mask
+        product(x, weight, mask)
+    product(x, weight, mask).sum().backward()  # no inference tensor saved for backward
+    torch.testing.assert_close(weight.grad, (mask * x.sum(0)).double(), **EXACT)
+    seen = []
+
+    def traced(x, w):
+        seen.append(product.factor(mask, w))
+        return product(x, w, mask)
+
+    torch.jit.trace(traced, (x, weight.detach()))
+    assert seen[0] is mask
+
+
+def test_known_blocks_are_the_found_or_remembered_ones_of_the_mask_as_it_is():
+    degrees = masks.hidden_degrees(8, low=1, high=3)
+    mask = masks.hidden_mask(degrees, degrees)
+    product = MaskedProduct("blocked")
+    assert product.known_blocks(mask) is None
+    found = product.blocks(mask)
+    assert product.known_blocks(mask) is found
+    assert product.known_blocks(mask.clone()) is None
+    mask.logical_not_()
+    assert product.known_blocks(mask) is None
+
+
+def test_blocks_are_found_on_the_cpu_whatever_the_default_device():
+    degrees = masks.hidden_degrees(8, low=1, high=3)
+    mask = masks.hidden_mask(degrees, degrees)
+    with torch.device("meta"):
+        blocks = MaskBlocks.of(mask)
+    assert blocks == MaskBlocks.of(mask)

@@ -664,9 +664,18 @@ def test_masks_of_an_inactive_set_do_not_change_the_active_one():
 # ---------------------------------------------------------- sequential direction
 
 
-@given(config=made_configs(), batch=st.sampled_from([(), (3,), (2, 3)]), data=st.data())
+@given(config=made_configs(), batch=st.sampled_from([(), (3,), (2, 3)]), grad=st.booleans(), data=st.data())
 @settings(max_examples=40, deadline=None)
-def test_sequential_fast_equals_naive(config, batch, data):
+def test_sequential_fast_equals_naive(config, batch, grad, data):
+    """With gradients the fast pass joins its columns; without, it writes them in place."""
+    torch.set_grad_enabled(grad)
+    try:
+        _check_sequential_fast_equals_naive(config, batch, data)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def _check_sequential_fast_equals_naive(config, batch, data):
     torch.manual_seed(config["seed"])
     made, _ = build(**config)
     made.double()
@@ -877,3 +886,100 @@ def test_sequential_context_errors(plain_made, conditional_made):
 def test_sequential_context_batch_shape_not_broadcastable(conditional_made):
     with pytest.raises(ValueError, match="context"):
         conditional_made.sequential(lambda p, i: p[..., 0], batch_shape=(4,), context=torch.randn(3, 2))
+
+
+@given(config=made_configs(), data=st.data())
+@settings(max_examples=25, deadline=None)
+def test_sequential_fast_reads_no_weight_outside_its_masks(config, data):
+    """The fast pass reads the raw weights: every slice it reads lies inside its mask, so
+    huge weights where the masks are False change nothing."""
+    torch.manual_seed(config["seed"])
+    made, _ = build(**config)
+    made.double()
+    made.set_mask(data.draw(st.integers(0, made.num_masks - 1)))
+    context = torch.randn(3, config["context_dim"], dtype=torch.float64) if config["context_dim"] else None
+
+    def step(params, i):
+        return params[..., 0] + torch.tanh(params[..., -1])
+
+    reference = made.sequential(step, (3,), context, method="naive")
+    with torch.no_grad():
+        for layer in made._masked_layers():
+            layer.weight.masked_fill_(~layer.mask, 1e6)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            fast = made.sequential(step, (3,), context, method="fast")
+        for got, want in zip(fast, reference):
+            assert torch.allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_sequential_fast_gradients_equal_the_naive_ones():
+    torch.manual_seed(0)
+    made = MADE(5, [12, 12], param_dims=[1, 1], context_dim=2, skip_connections=True, seed=0).double()
+    context = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(4, 5, dtype=torch.float64)
+
+    def gradients(method):
+        x, params = made.sequential(lambda p, i: p[..., 0] + p[..., 1].exp() * noise[..., i], (4,), context, method)
+        inputs = [*made.parameters(), context]
+        return torch.autograd.grad(x.square().sum() + params.sum(), inputs)
+
+    for fast, naive in zip(gradients("fast"), gradients("naive")):
+        assert torch.allclose(fast, naive, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------ masked products
+@pytest.mark.parametrize("product", ["blocked", "dense"])
+def test_every_product_gives_the_auto_products_outputs_and_gradients(product):
+    torch.manual_seed(0)
+    auto = MADE(6, [40, 40], param_dims=[1, 1], skip_connections=True, seed=0).double()
+    forced = copy.deepcopy(auto)
+    forced.product = product
+    assert {layer.product.method for layer in forced._masked_layers()} == {product}
+    assert auto.product == "auto" and forced.product == product
+    x = torch.randn(300, 6, dtype=torch.float64)
+    outputs = [made.raw_output(x) for made in (auto, forced)]
+    assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-12)
+    grads = [torch.autograd.grad(out.square().sum(), list(made.parameters())) for out, made in zip(outputs, (auto, forced))]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_the_product_option_reaches_every_layer_and_is_checked():
+    made = MADE(4, [16], skip_connections=True, product="blocked", seed=0)
+    assert [layer.product.method for layer in made._masked_layers()] == ["blocked"] * 3
+    config = flowkit.nn.MADEConfig(hidden_dims=[8], product="dense")
+    assert config.build(3, param_dims=[1]).product == "dense"
+    for bad in ("fast", None):
+        with pytest.raises(ValueError, match="product: expected one of"):
+            MADE(4, [16], product=bad)
+        with pytest.raises(ValueError, match="product: expected one of"):
+            flowkit.nn.MADEConfig(product=bad)
+        with pytest.raises(ValueError, match="product: expected one of"):
+            made.product = bad
+        with pytest.raises(ValueError, match="product: expected one of"):
+            MaskedLinear(torch.ones(2, 2, dtype=torch.bool), product=bad)
+    assert made.product == "blocked"
+
+
+def test_switching_mask_sets_hands_each_set_its_blocks(monkeypatch):
+    """Cycling mask sets per minibatch searches each set's blocks once, not at every switch,
+    and the blocks the layers use are always those of their current masks."""
+    from flowkit.nn import _blocked
+
+    made = MADE(6, [32, 32], param_dims=[1, 1], order="random", num_masks=3, product="blocked", seed=0)
+    searches = []
+    search = _blocked.MaskBlocks.of
+    monkeypatch.setattr(_blocked.MaskBlocks, "of", staticmethod(lambda mask, *a: searches.append(1) or search(mask, *a)))
+    x = torch.randn(5, 6)
+    for _ in range(3):
+        for index in range(3):
+            made.set_mask(index)
+            made(x)
+            for layer in made._masked_layers():
+                assert layer.product.known_blocks(layer.mask) == search(layer.mask)
+    assert len(searches) == 3 * 3
+    made.load_state_dict(made.state_dict())  # the masks may be others: searched again
+    made.set_mask(1)
+    made(x)
+    assert len(searches) == 3 * 3 + 3

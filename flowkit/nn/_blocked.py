@@ -98,8 +98,9 @@ class MaskBlocks:
         if isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1:
             raise ValueError(f"max_blocks: expected a positive int, got {max_blocks!r}")
         mask = mask.detach().cpu()
-        run_rows, first, stop = _runs(*_row_spans(mask))
-        cuts = _best_cuts(run_rows, first, stop, max_blocks)
+        with torch.device("cpu"):  # bookkeeping, wherever torch.set_default_device puts new tensors
+            run_rows, first, stop = _runs(*_row_spans(mask))
+            cuts = _best_cuts(run_rows, first, stop, max_blocks)
         # Python lists from here: a few hundred numbers, read one at a time.
         run_rows, first, stop = run_rows.tolist(), first.tolist(), stop.tolist()
         partitions = tuple(_blocks(cut, run_rows, first, stop) for cut in cuts)
@@ -184,7 +185,8 @@ def masked_linear(
     r"""\(x (W \odot M)^\top + b\) for ``x`` of shape ``(..., in_features)``: dense when
     ``blocks`` is ``None``, else one multiply per block of ``blocks`` (a partition of the
     rows from [`MaskBlocks`][flowkit.nn._blocked.MaskBlocks] of this ``mask``; entries of
-    the mask outside the blocks must be False).
+    the mask outside the blocks must be False). ``mask`` is boolean, or its 0s and 1s in
+    ``weight``'s dtype (no conversion at each multiply).
 
     Gradients flow to ``x``, ``weight`` and ``bias`` as through the dense product: the
     weight's gradient is computed on the blocks only and is zero where the mask is.
@@ -236,6 +238,8 @@ class MaskedProduct:
         self.max_blocks = max_blocks
         self._blocks: MaskBlocks | None = None
         self._key: tuple | None = None
+        self._factor: Tensor | None = None
+        self._factor_key: tuple | None = None
 
     @property
     def method(self) -> str:
@@ -249,7 +253,24 @@ class MaskedProduct:
         self._method = method
 
     def __call__(self, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None = None) -> Tensor:
-        return masked_linear(x, weight, mask, bias, self.choice(x, mask))
+        blocks = self.choice(x, mask)
+        return masked_linear(x, weight, self.factor(mask, weight), bias, blocks)
+
+    def factor(self, mask: Tensor, weight: Tensor) -> Tensor:
+        """``mask`` as 0s and 1s of ``weight``'s dtype and device, kept while the mask is
+        unchanged: multiplying by a boolean mask converts it at every call, forward and
+        backward. The boolean mask itself under tracing and compiling (a kept tensor
+        would be baked into the graph as a constant) and in inference mode (whose tensors
+        cannot be saved for a later backward)."""
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_inference_mode_enabled():
+            return mask
+        if mask.is_inference():  # made in inference mode: no version counter to key on
+            return mask
+        key = (mask, mask.data_ptr(), mask._version, weight.dtype, weight.device)
+        cached = self._factor_key
+        if cached is None or cached[0] is not mask or cached[1:] != key[1:]:
+            self._factor, self._factor_key = mask.detach().to(weight.dtype), key
+        return self._factor
 
     def choice(self, x: Tensor, mask: Tensor) -> Partition | None:
         """The blocks this product uses for input ``x`` (``None``: the dense product)."""
@@ -277,16 +298,24 @@ class MaskedProduct:
 
     def blocks(self, mask: Tensor) -> MaskBlocks:
         """The blocks of ``mask``, from the cache while the mask is unchanged."""
-        # Holding the mask keeps its id and storage from being reused by another tensor.
-        key = (mask, mask.data_ptr(), mask._version)
+        blocks = self.known_blocks(mask)
+        if blocks is None:
+            # Holding the mask keeps its id and storage from being reused by another tensor.
+            blocks, self._key = MaskBlocks.of(mask, self.max_blocks), (mask, mask.data_ptr(), mask._version)
+            self._blocks = blocks
+        return blocks
+
+    def known_blocks(self, mask: Tensor) -> MaskBlocks | None:
+        """The blocks of ``mask`` as it is now if this product found (or was handed) them
+        already, else ``None``: no search."""
         cached = self._key
-        if cached is None or cached[0] is not mask or cached[1:] != key[1:]:
-            self._blocks, self._key = MaskBlocks.of(mask, self.max_blocks), key
+        if cached is None or cached[0] is not mask or cached[1:] != (mask.data_ptr(), mask._version):
+            return None
         return self._blocks
 
     def __getstate__(self) -> dict:
-        # A copy finds its blocks again: the cache refers to one particular mask tensor.
-        return {**self.__dict__, "_blocks": None, "_key": None}
+        # A copy finds its blocks (and its factor) again: the caches refer to one mask tensor.
+        return {**self.__dict__, "_blocks": None, "_key": None, "_factor": None, "_factor_key": None}
 
     def __repr__(self) -> str:
         return f"MaskedProduct(method={self._method!r}, max_blocks={self.max_blocks})"

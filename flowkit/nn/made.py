@@ -24,7 +24,8 @@ from flowkit.nn.diagnostics import (  # LostDependencyWarning: also importable f
     input_connectivity,
     report_lost_dependencies,
 )
-from flowkit.nn.layers import Activation, MaskedLinear, make_activation  # MaskedLinear: also from here
+from flowkit.nn._blocked import MaskBlocks
+from flowkit.nn.layers import Activation, MaskedLinear, check_product, make_activation  # MaskedLinear: also from here
 from flowkit.nn.sequential import SequentialPlan, Step, fast_sequential, naive_sequential
 
 __all__ = ["MADE", "MADEConfig", "default_hidden_dims"]
@@ -76,6 +77,11 @@ class MADE(nn.Module):
             narrower than ``D - 1`` (``D`` with a context) leave some allowed (input,
             output) pairs unconnected; [`lost_dependencies`][flowkit.nn.made.MADE.lost_dependencies]
             lists them.
+        product: How every masked layer multiplies: ``"auto"`` (by blocks that skip the
+            masks' all-False regions where that is predicted to be faster, see
+            [`MaskedProduct`][flowkit.nn._blocked.MaskedProduct]), ``"blocked"`` or
+            ``"dense"``; the same results either way. The
+            [`product`][flowkit.nn.made.MADE.product] attribute switches it later.
 
     Examples:
         >>> made = MADE(3, [16, 16], param_dims=[1, 1], order="reversed", seed=0)
@@ -100,6 +106,7 @@ class MADE(nn.Module):
         num_masks: int = 1,
         seed: int | torch.Generator | None = None,
         on_lost_dependencies: str = "warn",
+        product: str = "auto",
     ):
         super().__init__()
         check_int(input_dim, "input_dim", type_error=True)
@@ -107,6 +114,7 @@ class MADE(nn.Module):
         param_dims = check_int_list(param_dims, "param_dims")
         check_int(context_dim, "context_dim", minimum=0)
         _check_structure_options(hidden_dims, degrees, residual, num_masks, on_lost_dependencies)
+        check_product(product)
         self.input_dim = input_dim
         self.hidden_dims = hidden_dims
         self.param_dims = param_dims
@@ -118,10 +126,10 @@ class MADE(nn.Module):
         sets = [self._draw_degrees(order, degrees, generator) for _ in range(num_masks)]
         self._register_structure(sets)
         first, *middle, last, skip = self._mask_chain(*sets[0])
-        self.input_layer = MaskedLinear(first)
-        self.hidden_layers = nn.ModuleList(MaskedLinear(mask) for mask in middle)
-        self.output_layer = MaskedLinear(last)
-        self.skip_layer = MaskedLinear(skip, bias=False) if skip_connections else None
+        self.input_layer = MaskedLinear(first, product=product)
+        self.hidden_layers = nn.ModuleList(MaskedLinear(mask, product=product) for mask in middle)
+        self.output_layer = MaskedLinear(last, product=product)
+        self.skip_layer = MaskedLinear(skip, bias=False, product=product) if skip_connections else None
         self.context_layer = nn.Linear(context_dim, hidden_dims[0], bias=False) if context_dim else None
         self.context_skip_layer = (
             nn.Linear(context_dim, last.shape[0], bias=False) if context_dim and skip_connections else None
@@ -142,6 +150,7 @@ class MADE(nn.Module):
         self.register_buffer("mask_index", torch.zeros((), dtype=torch.long, device=device))
         self._active_mask = 0
         self._plans = [SequentialPlan.of(*s) for s in sets]
+        self._set_blocks: dict[int, list[MaskBlocks | None]] = {}  # see set_mask
         self.register_load_state_dict_post_hook(_sync_after_load)
 
     # ----------------------------------------------------------------- structure
@@ -224,16 +233,23 @@ class MADE(nn.Module):
             raise ValueError(f"index: expected an int in [0, {self.num_masks}), got {index!r}")
         return index
 
+    def _masked_layers(self) -> list[MaskedLinear]:
+        """The masked layers, in the order of [`masks`][flowkit.nn.made.MADE.masks]."""
+        layers = [self.input_layer, *self.hidden_layers, self.output_layer]
+        return layers + ([self.skip_layer] if self.skip_layer is not None else [])
+
     def set_mask(self, index: int) -> None:
         """Activates mask set ``index`` (order and hidden degrees) in every layer."""
         index = self._check_index(index)
-        first, *middle, last, skip = self._masks(index)
-        self.input_layer.set_mask(first)
-        for layer, mask in zip(self.hidden_layers, middle):
-            layer.set_mask(mask)
-        self.output_layer.set_mask(last)
-        if self.skip_layer is not None:
-            self.skip_layer.set_mask(skip)
+        # The blocked products' blocks of the set being left, found by its calls, and those
+        # of the set coming back, found when it was last active: a switch per minibatch then
+        # searches each set's blocks once, not at every switch (about 1 ms per layer).
+        # A set whose degrees change must drop its entry of _set_blocks.
+        layers = self._masked_layers()
+        self._set_blocks[self._active_mask] = [layer.product.known_blocks(layer.mask) for layer in layers]
+        kept = self._set_blocks.get(index, [None] * len(layers))
+        for layer, mask, blocks in zip(layers, self._used_masks(self._masks(index)), kept):
+            layer.set_mask(mask, blocks)
         self.mask_index.fill_(index)
         self._active_mask = index
 
@@ -249,6 +265,7 @@ class MADE(nn.Module):
         it, and so does [`fit`][flowkit.training.fit] after ``DistributedDataParallel``
         copied rank 0's buffers."""
         self._active_mask = int(self.mask_index)
+        self._set_blocks = {}  # the masks may be others now
         self._plans = []
         for index in range(self.num_masks):
             input_degrees, *hidden = self.degrees(index)
@@ -268,6 +285,18 @@ class MADE(nn.Module):
     def get_permutation(self) -> Tensor:
         """The active order, as Pyro's `AutoRegressiveNN.get_permutation`."""
         return self.permutation
+
+    @property
+    def product(self) -> str:
+        """How the masked layers multiply, ``"auto"``, ``"blocked"`` or ``"dense"`` (see the
+        ``product`` argument); setting it sets every layer's."""
+        return self.input_layer.product.method
+
+    @product.setter
+    def product(self, product: str) -> None:
+        check_product(product)
+        for layer in self._masked_layers():
+            layer.product.method = product
 
     @property
     def dtype(self) -> torch.dtype:
@@ -429,6 +458,7 @@ class MADEConfig:
         num_masks: The number of mask sets per MADE.
         on_lost_dependencies: ``"warn"`` or ``"raise"`` for layers too narrow to keep
             every dependency.
+        product: ``"auto"``, ``"blocked"`` or ``"dense"``: how the masked layers multiply.
 
     Examples:
         >>> config = MADEConfig(hidden_dims=[16, 16], activation="tanh")
@@ -445,6 +475,7 @@ class MADEConfig:
     residual: bool = False
     num_masks: int = 1
     on_lost_dependencies: str = "warn"
+    product: str = "auto"
 
     def __post_init__(self):
         if self.hidden_dims is not None:
@@ -455,6 +486,7 @@ class MADEConfig:
         widths = self.hidden_dims or ()
         _check_structure_options(widths, self.degrees, self.residual, self.num_masks, self.on_lost_dependencies)
         make_activation(self.activation)  # raises for a bad one
+        check_product(self.product)
 
     def replace(self, **changes) -> MADEConfig:
         """A copy with ``changes`` (checked again)."""
@@ -483,4 +515,5 @@ class MADEConfig:
             num_masks=self.num_masks,
             seed=seed,
             on_lost_dependencies=self.on_lost_dependencies,
+            product=self.product,
         )

@@ -72,7 +72,11 @@ def naive_sequential(
 class _RankedWeights:
     """The weights of the active mask set, read once per pass and reordered by rank: the
     input columns in rank order, and per rank ``k`` the output rows (and skip columns) of
-    the input of rank ``k``."""
+    the input of rank ``k``.
+
+    The raw weights, not the masked ones: every slice the pass reads (units of degree
+    ``k`` against the inputs and units of degree ``<= k`` before them) lies wholly inside
+    its mask, so masking first would only cost a full multiply of each weight."""
 
     hidden: list[Tensor]  # input layer and hidden layers, (H_l, H_{l-1})
     out_rows: Tensor  # (D, P): the output rows of each rank, p * D + order[k]
@@ -83,51 +87,107 @@ class _RankedWeights:
     @staticmethod
     def of(made: MADE) -> _RankedWeights:
         D, P, order = made.input_dim, sum(made.param_dims), made.permutation
-        hidden = [layer.masked_weight() for layer in [made.input_layer, *made.hidden_layers]]
+        hidden = [layer.weight for layer in [made.input_layer, *made.hidden_layers]]
         hidden[0] = hidden[0][:, order]
         out_rows = (torch.arange(P, device=order.device)[:, None] * D + order[None, :]).T
-        skip = None if made.skip_layer is None else made.skip_layer.masked_weight()[:, order][out_rows]
+        skip = None if made.skip_layer is None else made.skip_layer.weight[:, order][out_rows]
         output = made.output_layer
-        return _RankedWeights(hidden, out_rows, output.masked_weight()[out_rows], output.bias[out_rows], skip)
+        return _RankedWeights(hidden, out_rows, output.weight[out_rows], output.bias[out_rows], skip)
+
+
+class _Columns:
+    """A ``(rows, width)`` tensor built a few columns at a time, left to right.
+
+    Without gradients, the columns are written into one tensor allocated up front, and
+    [`slot`][flowkit.nn.sequential._Columns.slot] lends the next columns' place to compute
+    them in; with gradients, they are joined by ``torch.cat`` (autograd would take a write
+    into the shared tensor for a change to the slices that earlier steps saved for their
+    backward)."""
+
+    def __init__(self, rows: int, width: int, like: Tensor, in_place: bool):
+        self.width = 0
+        self._full = like.new_empty(rows, width) if in_place else None
+        self._joined = like.new_empty(rows, 0)
+        self._lent: Tensor | None = None  # the last slot lent
+
+    def slot(self, width: int) -> Tensor | None:
+        """Where the next ``width`` columns go, to compute them in place (an ``out=``
+        argument); ``None`` with gradients, and under ``torch.compile`` (which takes no
+        strided ``out=``, and fuses the copy into the op itself)."""
+        if self._full is None or torch.compiler.is_compiling():
+            return None
+        self._lent = self._full[:, self.width : self.width + width]
+        return self._lent
+
+    def append(self, columns: Tensor) -> None:
+        """Appends ``columns``: copied into their place, unless they are the slot just lent
+        (``out=`` and in-place ops return the very tensor they wrote)."""
+        stop = self.width + columns.shape[-1]
+        if self._full is not None:
+            if columns is not self._lent:
+                self._full[:, self.width : stop] = columns
+            self._joined, self._lent = self._full[:, :stop], None
+        else:
+            self._joined = torch.cat([self._joined, columns], dim=-1)
+        self.width = stop
+
+    @property
+    def known(self) -> Tensor:
+        """The columns appended so far, ``(rows, width so far)``."""
+        return self._joined
 
 
 def fast_sequential(
     made: MADE, plan: SequentialPlan, step: Step, batch_shape: torch.Size, context: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """The sequential pass that computes each hidden unit of ``made`` once, for the active
-    mask set, whose ``plan`` is given; returns ``x`` and the MADE outputs at it."""
+    mask set, whose ``plan`` is given; returns ``x`` and the MADE outputs at it.
+
+    It runs on the batch flattened to one dimension of ``rows``; ``step`` sees the batch
+    shape."""
     weights = _RankedWeights.of(made)
-    layers = [made.input_layer, *made.hidden_layers]
+    rows = batch_shape.numel()
     context_hidden = context_out = None
     if context is not None:
-        context_hidden = made.context_layer(context)
+        context_hidden = _flat(made.context_layer(context), batch_shape)
         if made.context_skip_layer is not None:
-            context_out = made.context_skip_layer(context)
-
-    empty = weights.out_bias.new_zeros(batch_shape + (0,))
-    x_ranked = empty  # the inputs of rank < k, in rank order
-    known = [empty] * len(layers)  # per layer, the units of degree <= k computed so far
+            context_out = _flat(made.context_skip_layer(context), batch_shape)
+    in_place = not torch.is_grad_enabled()  # nothing can be saved for a backward
+    layers = [made.input_layer, *made.hidden_layers]
+    x_ranked = _Columns(rows, made.input_dim, weights.out_bias, in_place)  # the inputs of rank < k, by rank
+    known = [_Columns(rows, layer.out_features, weights.out_bias, in_place) for layer in layers]
     params_ranked = []
     for k in range(made.input_dim):
-        inputs = x_ranked
+        inputs = x_ranked.known
         for l, layer in enumerate(layers):
             start, stop = plan.ready[l][k], plan.ready[l][k + 1]  # the units of degree exactly k
             if stop > start:
-                pre = inputs @ weights.hidden[l][start:stop, : inputs.shape[-1]].T + layer.bias[start:stop]
+                pre = torch.addmm(
+                    layer.bias[start:stop],
+                    inputs,
+                    weights.hidden[l][start:stop, : inputs.shape[-1]].T,
+                    out=known[l].slot(stop - start),
+                )
                 if l == 0 and context_hidden is not None:
-                    pre = pre + context_hidden[..., start:stop]
-                new = made.activation(pre)
+                    pre.add_(context_hidden[:, start:stop])
+                new = made.activation(pre)  # in place for relu, elu and leaky_relu
                 if l > 0 and made.residual:
-                    new = new + inputs[..., start:stop]
-                known[l] = torch.cat([known[l], new], dim=-1)
-            inputs = known[l]
-        params = inputs @ weights.out_weight[k, :, : inputs.shape[-1]].T + weights.out_bias[k]
+                    new = new + inputs[:, start:stop]
+                known[l].append(new)
+            inputs = known[l].known
+        params = torch.addmm(weights.out_bias[k], inputs, weights.out_weight[k, :, : inputs.shape[-1]].T)
         if weights.skip_weight is not None:
-            params = params + x_ranked @ weights.skip_weight[k, :, :k].T
+            params.addmm_(x_ranked.known, weights.skip_weight[k, :, :k].T)
             if context_out is not None:
-                params = params + context_out[..., weights.out_rows[k]]
-        x_k = step(params, plan.order[k])
-        x_ranked = torch.cat([x_ranked, x_k.unsqueeze(-1)], dim=-1)
+                params.add_(context_out[:, weights.out_rows[k]])
+        x_k = step(params.view(*batch_shape, -1), plan.order[k])
+        x_ranked.append(x_k.reshape(rows, 1))
         params_ranked.append(params)
     ranks = M.degrees_from_order(made.permutation) - 1
-    return x_ranked.index_select(-1, ranks), torch.stack(params_ranked, dim=-1).index_select(-1, ranks)
+    x = x_ranked.known.index_select(-1, ranks).view(*batch_shape, -1)
+    return x, torch.stack(params_ranked, dim=-1).index_select(-1, ranks).view(*batch_shape, -1, made.input_dim)
+
+
+def _flat(tensor: Tensor, batch_shape: torch.Size) -> Tensor:
+    """``tensor`` of shape ``(..., width)``, broadcast to ``batch_shape`` and flattened to rows."""
+    return tensor.expand(*batch_shape, tensor.shape[-1]).reshape(-1, tensor.shape[-1])
