@@ -31,7 +31,7 @@ for the target (all of them when q = p), averaged over the seeds; and the traini
 time per run. It writes ``vi_funnel.png``: the first seed's guide samples over the true
 density, for the funnel in the (x_1, v) plane.
 
-    python examples/vi_funnel.py           # about 10 minutes on 2 idle CPU cores (3 seeds)
+    python examples/vi_funnel.py           # 3 seeds; took 20 minutes on 2 heavily shared cores
     python examples/vi_funnel.py --quick   # a smoke run of a few seconds
 """
 

@@ -29,7 +29,7 @@ weights with the strongest posterior correlation, over the 90% ellipse of the La
 approximation (a reference that needs no guide), and each guide's posterior standard
 deviation of every coordinate.
 
-    python examples/vi_logistic_regression.py           # about 5 minutes on 2 idle CPU cores (3 seeds)
+    python examples/vi_logistic_regression.py           # 3 seeds; took 17 minutes on 2 heavily shared cores
     python examples/vi_logistic_regression.py --quick   # a smoke run of a few seconds
 """
 
