@@ -256,10 +256,13 @@ class ConditionalIAF(_ConditionalMaskedAutoregressive):
 
 
 # ------------------------------------------------------------ the affine flows, by name
-def _affine_bijection(stable: bool, scale_floor: float, sigmoid_bias: float) -> ElementwiseBijection:
+def _affine_bijection(
+    stable: bool, scale_floor: float, sigmoid_bias: float, inverse_scale: bool = False
+) -> ElementwiseBijection:
     if not isinstance(stable, bool):
         raise TypeError(f"stable: expected a bool, got {type(stable).__name__}")
-    affine = Affine(scale_floor)  # checks scale_floor even when stable, as these classes always did
+    # checks scale_floor even when stable, as these classes always did
+    affine = Affine(scale_floor, inverse_scale=inverse_scale)
     return GatedAffine(sigmoid_bias) if stable else affine
 
 
@@ -278,6 +281,8 @@ class AffineMAF(MAF):
             [`Affine`][flowkit.transforms.elementwise.Affine].
         scale_floor: The smallest scale (not used when ``stable``).
         sigmoid_bias: The gate's bias when ``stable``; 2 keeps most of ``x`` at first.
+        inverse_scale: The softplus gives \(1 / \sigma\) instead of \(\sigma\) (see
+            [`Affine`][flowkit.transforms.elementwise.Affine]; not used when ``stable``).
 
     Examples:
         >>> maf = affine_maf(3, hidden_dims=[16], seed=0)
@@ -294,8 +299,10 @@ class AffineMAF(MAF):
         stable: bool = False,
         scale_floor: float = 1e-3,
         sigmoid_bias: float = 2.0,
+        *,
+        inverse_scale: bool = False,
     ):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias), context)
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale), context)
 
 
 class AffineIAF(IAF):
@@ -318,14 +325,25 @@ class AffineIAF(IAF):
         stable: bool = False,
         scale_floor: float = 1e-3,
         sigmoid_bias: float = 2.0,
+        *,
+        inverse_scale: bool = False,
     ):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias), context)
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale), context)
 
 
 class _ConditionalAffine(_ConditionalMaskedAutoregressive):
-    def __init__(self, made: MADE, stable: bool = False, scale_floor: float = 1e-3, sigmoid_bias: float = 2.0):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias))
-        self._options = dict(stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
+    def __init__(
+        self,
+        made: MADE,
+        stable: bool = False,
+        scale_floor: float = 1e-3,
+        sigmoid_bias: float = 2.0,
+        inverse_scale: bool = False,
+    ):
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale))
+        self._options = dict(
+            stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias, inverse_scale=inverse_scale
+        )
 
     def condition(self, context: Tensor) -> MaskedAutoregressive:
         """The transform for this ``context``, of shape ``(..., context_dim)``; it shares
@@ -342,6 +360,7 @@ class ConditionalAffineMAF(_ConditionalAffine):
         stable: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
         scale_floor: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
         sigmoid_bias: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
+        inverse_scale: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
     """
 
     transform_class = AffineMAF
