@@ -7,15 +7,22 @@ are timed, the libraries taking turns within each repeat (``timing.py``):
 * **log_prob**: a MAF's density of 10,000 rows, no gradients;
 * **sample**: 1,000 MAF samples, the sequential direction (no gradients);
 * **IAF sample + log_prob**: 1,000 IAF samples and their own log-density (no gradients);
-* **dense floor**: the matrix multiplies of flowkit's ``log_prob`` alone, without masks;
+* **dense floor**: what the train step and ``log_prob`` cost as plain dense matrix
+  multiplies of the same shapes, without masks (the train step's with its backward pass and
+  Adam step); flowkit's time over it is flowkit's overhead;
 * **spline ...**: the first four again with rational-quadratic spline steps (8 bins, bound
   5; ``flowkit.nsf`` against zuko's ``NSF``, nflows' and Pyro's spline MAF).
 
+Each D runs at the hidden widths of ``--hidden`` (two layers of each): ``default`` is
+``max(64, 3D + 1)``, and the wide widths of the speed targets are a documented command,
+since at H = 512 a run takes several times as long as the default one.
+
 Prints Markdown tables (times are the best of interleaved repeats; a ratio below 1 means flowkit is
-faster than the best other library) and writes them, with a figure, into the ``speed``
-section of ``docs/benchmarks.md``.
+faster than the best other library, or than the dense floor) and writes them, with a figure,
+into the ``speed`` section of ``docs/benchmarks.md``.
 
     python benchmarks/speed.py                          # D = 2, 16, 64 (a minute or two)
+    python benchmarks/speed.py --hidden default 256 512 # also H = 256 and 512 (longer)
     python benchmarks/speed.py --quick --page /tmp/b.md # tiny smoke run, seconds
     python benchmarks/speed.py --bijections spline --dims 16 64 --page /tmp/b.md
 """
@@ -23,10 +30,12 @@ section of ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import torch.nn.functional as F
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -64,6 +73,7 @@ MEASUREMENTS = {  # key: (direction, bijection, label)
     "spline_iaf": ("iaf", "spline", "spline IAF sample + log_prob"),
 }
 FLOOR = "dense floor"
+FLOORED = ("train", "log_prob")  # the measurements that get a dense floor
 
 
 def calls(measurement: str, contender: Contender, dim: int, sizes: argparse.Namespace) -> Callable[[], object]:
@@ -122,6 +132,41 @@ def dense_floor(flow: torch.nn.Module, x: Tensor) -> Callable[[], Tensor]:
     return run
 
 
+def dense_train_floor(flow: torch.nn.Module, x: Tensor) -> Callable[[], None]:
+    """The training step of the chain of ``dense_floor``: copies of every MADE layer's weight
+    and bias, unmasked, each MADE's chain reading ``x``; forward, backward of the sum of the
+    last outputs and the Adam step that the timed train step takes, over as many parameters
+    (the step's ``optimizer`` attribute)."""
+    chains = [
+        [(layer.weight.detach().clone().requires_grad_(True), layer.bias.detach().clone().requires_grad_(True))
+         for layer in [made.input_layer, *made.hidden_layers, made.output_layer]]
+        for made in (module for module in flow.modules() if isinstance(module, flowkit.MADE))
+    ]  # fmt: skip
+    optimizer = torch.optim.Adam([p for chain in chains for layer in chain for p in layer], lr=1e-3)
+
+    def train_step() -> None:
+        optimizer.zero_grad()
+        loss = 0.0
+        for chain in chains:
+            h = x
+            for k, (weight, bias) in enumerate(chain):
+                h = F.linear(h, weight, bias)
+                h = h.relu_() if k < len(chain) - 1 else h
+            loss = loss + h.mean()
+        loss.backward()
+        optimizer.step()
+
+    train_step.optimizer = optimizer
+    return train_step
+
+
+def widths(dim: int, hidden: list[int | None]) -> list[int]:
+    """The hidden widths of D = ``dim``: ``--hidden`` with ``None`` (``default``) as
+    ``max(64, 3D + 1)``, each once."""
+    chosen = [default_hidden_dims(dim)[0] if width is None else width for width in hidden]
+    return list(dict.fromkeys(chosen))
+
+
 def measured(args: argparse.Namespace) -> dict[str, tuple[str, str, str]]:
     """The measurements of the bijections asked for."""
     return {m: spec for m, spec in MEASUREMENTS.items() if spec[1] in args.bijections}
@@ -139,6 +184,8 @@ def measure(dim: int, hidden_dims: list[int], args: argparse.Namespace) -> dict:
         fns = {lib: calls(measurement, c, dim, args) for lib, c in contenders.items()}
         if measurement == "log_prob":
             fns[FLOOR] = dense_floor(contenders["flowkit"].module, torch.randn(args.eval_batch, dim))
+        if measurement == "train":
+            fns[FLOOR] = dense_train_floor(contenders["flowkit"].module, torch.randn(args.train_batch, dim))
         result["times"][measurement] = interleaved_times(fns, args.repeats, args.min_time)
         if direction == "maf":
             counts = {lib: (c.num_parameters, c.active_weights) for lib, c in contenders.items()}
@@ -152,39 +199,40 @@ def ratio_cell(times: dict[str, float]) -> str:
     return f"{times['flowkit'] / times[best]:.2f} ({NAMES[best]})"
 
 
-def tables(results: dict[int, dict], hidden: dict[int, list[int]], args: argparse.Namespace) -> str:
-    """The Markdown of the three tables: architectures, times and ratios, the dense floor."""
+def floor_cells(times: dict[str, float]) -> list[str]:
+    """The dense floor's time and flowkit's time over it, or dashes where there is none."""
+    if FLOOR not in times:
+        return ["-", "-"]
+    return [f"{1e3 * times[FLOOR]:.3g}", f"{times['flowkit'] / times[FLOOR]:.2f}"]
+
+
+def tables(results: dict[tuple[int, int], dict], args: argparse.Namespace) -> str:
+    """The Markdown of the two tables: architectures, and times with flowkit's ratios to
+    the best other library and to the dense floor. ``results`` is keyed by (D, H)."""
     arch_rows = [
-        [dim, architecture(dim, hidden[dim], bijection, args.transforms)]
+        [dim, width, architecture(dim, [width] * 2, bijection, args.transforms)]
         + [f"{counts[lib][0]} ({counts[lib][1]})" for lib in LIBRARIES]
-        for dim in results
-        for bijection, counts in results[dim]["parameters"].items()
+        for (dim, width), result in results.items()
+        for bijection, counts in result["parameters"].items()
     ]
     time_rows = [
-        [dim, label] + [f"{1e3 * results[dim]['times'][m][lib]:.3g}" for lib in LIBRARIES]
-        + [ratio_cell(results[dim]["times"][m])]
-        for dim in results
+        [dim, width, label] + [f"{1e3 * result['times'][m][lib]:.3g}" for lib in LIBRARIES]
+        + [ratio_cell(result["times"][m]), *floor_cells(result["times"][m])]
+        for (dim, width), result in results.items()
         for m, (_, _, label) in measured(args).items()
-    ]
-    affine_log_prob = {dim: r["times"]["log_prob"] for dim, r in results.items() if "log_prob" in r["times"]}
-    floor_rows = [
-        [dim, f"{1e3 * t['flowkit']:.3g}", f"{1e3 * t[FLOOR]:.3g}", f"{t['flowkit'] / t[FLOOR]:.2f}"]
-        for dim, t in affine_log_prob.items()
-    ]
-    floor = [] if not floor_rows else [
-        f"**Dense floor**: flowkit's `log_prob` of {args.eval_batch} rows against the same chain of dense "
-        "matrix multiplies without masks.",
-        markdown_table(["D", "flowkit log_prob (ms)", "dense matmul chain (ms)", "flowkit / floor"], floor_rows),
     ]
     return "\n\n".join([
         "**Architectures**: parameters (active weights: those the masks keep, biases excluded).",
-        markdown_table(["D", "flow"] + [NAMES[lib] for lib in LIBRARIES], arch_rows),
-        "**Times** in milliseconds (best of the interleaved repeats); last column: flowkit's time over the best "
-        "other library's (below 1: flowkit is faster).",
+        markdown_table(["D", "H", "flow"] + [NAMES[lib] for lib in LIBRARIES], arch_rows),
+        "**Times** in milliseconds (best of the interleaved repeats). *flowkit / best other*: flowkit's time "
+        "over the best other library's; *flowkit / floor*: over the same chain of dense matrix multiplies "
+        f"without masks (train step: with its backward and Adam step; log_prob of {args.eval_batch} rows). "
+        "Below 1: flowkit is faster.",
         markdown_table(
-            ["D", "measurement"] + [f"{NAMES[lib]} (ms)" for lib in LIBRARIES] + ["flowkit / best other"], time_rows
+            ["D", "H", "measurement"] + [f"{NAMES[lib]} (ms)" for lib in LIBRARIES]
+            + ["flowkit / best other", "dense floor (ms)", "flowkit / floor"],
+            time_rows,
         ),
-        *floor,
     ])
 
 
@@ -194,62 +242,90 @@ def architecture(dim: int, hidden_dims: list[int], bijection: str, num_transform
     return f"{num_transforms} x MADE {dim}-" + "-".join(map(str, hidden_dims)) + f"-{outputs} {bijection}"
 
 
-def summary(results: dict[int, dict], args: argparse.Namespace) -> str:
+def summary(results: dict[tuple[int, int], dict], args: argparse.Namespace) -> str:
     """A sentence on where flowkit is slower than the best other library."""
     losses, total = [], 0
-    for dim, result in results.items():
+    for (dim, width), result in results.items():
         for m, (_, _, label) in measured(args).items():
             total += 1
             times = result["times"][m]
             best = min(OTHERS, key=times.__getitem__)
             if times["flowkit"] > times[best]:
-                losses.append(f"{label} at D = {dim} ({NAMES[best]} is {times['flowkit'] / times[best]:.2f}x faster)")
+                ratio = times["flowkit"] / times[best]
+                losses.append(f"{label} at D = {dim}, H = {width} ({NAMES[best]} is {ratio:.2f}x faster)")
     if not losses:
         return f"flowkit is the fastest in all {total} measurements."
     fastest = f"flowkit is the fastest in {total - len(losses)} of {total} measurements"
     return f"{fastest}; slower in: " + "; ".join(losses) + "."
 
 
-def plot(results: dict[int, dict], path: Path, args: argparse.Namespace) -> None:
-    """One panel per measurement: flowkit's time over each other library's (log scale)."""
-    dims = list(results)
+def plot(results: dict[tuple[int, int], dict], path: Path, args: argparse.Namespace) -> None:
+    """One panel per measurement: flowkit's time over each other library's (log scale), and
+    one over the dense floors."""
+    sizes = list(results)
     panels = [(m, label, OTHERS) for m, (_, _, label) in measured(args).items()]
-    if "affine" in args.bijections:
-        panels.append(("log_prob", FLOOR, [FLOOR]))
+    panels += [(m, f"{MEASUREMENTS[m][2]} / {FLOOR}", [FLOOR]) for m in FLOORED if m in measured(args)]
     colours = {"pyro": "C1", "zuko": "C2", "nflows": "C3", FLOOR: "C7"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=True)
+    columns = min(len(panels), 5)
+    rows = math.ceil(len(panels) / columns)
+    panel_width = max(3.2, 0.6 * len(sizes))
+    fig, grid = plt.subplots(rows, columns, figsize=(panel_width * columns, 3.4 * rows + 0.4), sharey=True,
+                             squeeze=False)  # fmt: skip
+    axes = list(grid.flat)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    axes = axes[: len(panels)]
     for ax, (m, label, against) in zip(axes, panels):
         width = 0.8 / len(against)
         for k, other in enumerate(against):
-            ratios = [results[d]["times"][m]["flowkit"] / results[d]["times"][m][other] for d in dims]
-            positions = [i + (k - (len(against) - 1) / 2) * width for i in range(len(dims))]
+            ratios = [results[size]["times"][m]["flowkit"] / results[size]["times"][m][other] for size in sizes]
+            positions = [i + (k - (len(against) - 1) / 2) * width for i in range(len(sizes))]
             ax.bar(positions, ratios, width=width, color=colours[other], label=NAMES.get(other, "dense matmuls"))
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xticks(range(len(dims)), [f"D={d}" for d in dims])
+        ax.set_xticks(range(len(sizes)), [f"D={d}\nH={h}" for d, h in sizes], fontsize=8)
         ax.set_title(label, fontsize=10)
-    axes[0].set_ylabel("flowkit time / other time\n(below 1: flowkit faster)")
+    for row in grid:
+        row[0].set_ylabel("flowkit time / other time\n(below 1: flowkit faster)")
     handles = [h for ax in (axes[0], axes[-1]) for h in ax.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def hidden_width(text: str) -> int | None:
+    """A ``--hidden`` value: ``default`` (``None``) or a positive int."""
+    if text == "default":
+        return None
+    try:
+        width = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'default' or a positive int, got {text!r}") from None
+    if width < 1:
+        raise argparse.ArgumentTypeError(f"expected 'default' or a positive int, got {width}")
+    return width
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # "resolve": this script's --hidden (several widths) replaces the one-width option of report.py.
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve"
+    )
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16, 64])
     parser.add_argument("--bijections", nargs="+", choices=BIJECTIONS, default=list(BIJECTIONS))
     add_timing_arguments(parser)
+    parser.add_argument("--hidden", type=hidden_width, nargs="+", default=[None], metavar="WIDTH",
+                        help="hidden widths, two layers of each: 'default' (max(64, 3D+1)) or ints")  # fmt: skip
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.dims = [2, 3]
         quick_sizes(args)
+        args.dims, args.hidden = [3], [8, 12]  # two widths, to run the multi-width tables
     args.page = page_to_write(args)
     return args
 
@@ -257,14 +333,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    hidden = {dim: [args.hidden] * 2 if args.hidden else default_hidden_dims(dim) for dim in args.dims}
     setup = (
         f"Measured on {machine()}; {library_versions()}. Train batch {args.train_batch}, "
         f"log_prob batch {args.eval_batch}, {args.samples} samples, {args.repeats} interleaved repeats of at least {args.min_time} s each, float32."
     )
     print(setup + "\n")
-    results = {dim: measure(dim, hidden[dim], args) for dim in tqdm(args.dims, desc="D", leave=False)}
-    text = tables(results, hidden, args)
+    sizes = [(dim, width) for dim in args.dims for width in widths(dim, args.hidden)]
+    results = {(d, h): measure(d, [h, h], args) for d, h in tqdm(sizes, desc="D, H", leave=False)}
+    text = tables(results, args)
     print(text + "\n\n" + summary(results, args))
     if args.page is not None:
         path, link = figure_path(args.page, "speed")

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from flowkit._validation import check_int
+
 __all__ = ["AutoregressiveReport", "Dependency", "check_autoregressive"]
 
 
@@ -120,8 +122,7 @@ def check_autoregressive(
         raise TypeError(f"net: expected a torch.nn.Module, got {type(net).__name__}")
     if not hasattr(net, "permutation"):
         raise TypeError("net: expected a network with a `permutation` attribute (the inputs in autoregressive order)")
-    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-        raise ValueError(f"num_points: expected a positive int, got {num_points!r}")
+    check_int(num_points, "num_points")
     net = copy.deepcopy(net).double()
     input_dim = len(net.permutation)
     generator = torch.Generator().manual_seed(seed)

@@ -8,13 +8,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowkit._seeding import make_generator
-from flowkit._validation import check_is_tensor
+from flowkit._validation import check_int, check_is_tensor
+from flowkit.nn import MADE
 from flowkit.transforms import ActNorm
 
 __all__ = ["History", "fit", "mean_nll"]
@@ -117,94 +119,168 @@ def fit(
         >>> len(history.train_nll)
         3
     """
-    x_train, c_train = _split(train, "train")
-    x_valid, c_valid = _split(valid, "valid") if valid is not None else (None, None)
-    _check_widths(model, x_train, c_train, "train")
-    if x_valid is not None:
-        _check_widths(model, x_valid, c_valid, "valid")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience: expected a positive int or None, got {patience!r}")
-    made_modules = [m for m in model.modules() if hasattr(m, "next_mask")]
-    if cycle_masks and not made_modules:
+    x_train, c_train = _checked_data(model, train, "train")
+    x_valid, c_valid = _checked_data(model, valid, "valid") if valid is not None else (None, None)
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
+    check_int(patience, "patience", or_none=True)
+    mades = [m for m in model.modules() if isinstance(m, MADE)]
+    if cycle_masks and not mades:
         raise ValueError("cycle_masks: the model holds no MADE with mask sets")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model: it has no trainable parameters")
+    params = _trainable_parameters(model)
     device = params[0].device
     group = _ProcessGroup.default() if distributed else _ProcessGroup()
     if group.size > 1 and len(x_train) < group.size:
         raise ValueError(f"train: {len(x_train)} rows cannot be shared by {group.size} processes")
 
-    opt = optimizer(params, lr=lr, weight_decay=weight_decay)
-    generator = make_generator(group.shared_seed(seed, device))
     with _naming_the_data("train", model):  # when distributed, ActNorm is initialised from train here
         loss_fn = _loss_function(model, x_train, c_train, device, distributed, compile)
-    history = History()
-    best_state, best_nll, waited = None, math.inf, 0
-
+    run = _TrainingRun(
+        model, loss_fn, _make_optimizer(optimizer, params, lr, weight_decay), params, device, group,
+        make_generator(group.shared_seed(seed, device)), batch_size, clip_grad_norm,
+        mades if cycle_masks else [],
+    )  # fmt: skip
+    stopper = _EarlyStopping(patience)
     bar = tqdm(range(epochs), desc="fit", disable=not progress or group.rank != 0, leave=False)
     for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for rows in group.minibatches(len(x_train), batch_size, generator):
-            if cycle_masks:
-                for made in made_modules:
-                    made.next_mask()
-            with _naming_the_data("train", model):
-                loss = loss_fn(*_rows(x_train, c_train, rows, device))
-            mean_loss = group.mean(loss.detach()).item()  # every process sees every process's loss
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(
-                    f"fit: the loss is {mean_loss} at epoch {epoch}, step {history.steps} "
-                    "(try a smaller lr, clip_grad_norm, or check the data for inf/nan)"
-                )
-            opt.zero_grad()
-            loss.backward()
-            if clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            opt.step()
-            history.steps += 1
-            total += mean_loss * len(rows)
-            count += len(rows)
-        group.broadcast_buffers(model)  # running averages differ after the last step's local batches
-        history.train_nll.append(total / count)
-        postfix = {"train": f"{history.train_nll[-1]:.3f}"}
-
-        if x_valid is not None:
-            training_masks = [made.active_mask for made in made_modules]
-            if cycle_masks:
-                for made in made_modules:
-                    made.set_mask(0)
-            with _naming_the_data("valid", model):
-                valid_nll = _shared_mean_nll(model, x_valid, c_valid, max(batch_size, 1024), device, group)
-            history.valid_nll.append(valid_nll)
-            postfix["valid"] = f"{history.valid_nll[-1]:.3f}"
-            improved = history.valid_nll[-1] < best_nll
-            if improved:  # saved with mask set 0 active, the one validated
-                best_nll, waited, history.best_epoch = history.valid_nll[-1], 0, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            if cycle_masks:  # carry on the cycle where it was, so every mask set gets its turn
-                for made, index in zip(made_modules, training_masks):
-                    made.set_mask(index)
-            if not improved:
-                waited += 1
-                if patience is not None and waited >= patience:
-                    history.stopped_early, history.stopped_epoch = True, epoch
-                    bar.set_postfix(postfix)
-                    if not bar.disable:  # the bar vanishes when it closes (leave=False): say why it ended
-                        tqdm.write(_early_stop_message(history), file=sys.stderr)  # where the bar was
-                    break
+        run.history.train_nll.append(run.train_epoch(epoch, x_train, c_train))
+        postfix = {"train": f"{run.history.train_nll[-1]:.3f}"}
+        if x_valid is None:
+            run.history.best_epoch = epoch
         else:
-            history.best_epoch = epoch
+            with _mask_set_pinned(run.cycled_mades, 0):  # the best weights are saved with it active
+                valid_nll = run.validate(x_valid, c_valid)
+                stopper.observe(valid_nll, epoch, model, run.history)
+            postfix["valid"] = f"{valid_nll:.3f}"
+            if stopper.exhausted:
+                _stop_early(run.history, epoch, bar, postfix)
+                break
         bar.set_postfix(postfix)
     bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
     model.eval()
-    return history
+    return run.history
+
+
+def _checked_data(model: nn.Module, data: Data, name: str) -> tuple[Tensor, Tensor | None]:
+    """The rows and context of the argument ``name`` of ``fit``, checked against the model."""
+    x, context = _split(data, name)
+    _check_widths(model, x, context, name)
+    return x, context
+
+
+def _trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model: it has no trainable parameters")
+    return params
+
+
+def _make_optimizer(
+    optimizer: Callable[..., torch.optim.Optimizer], params: list[nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """The optimizer ``fit`` steps, over the trainable ``params``."""
+    return optimizer(params, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass
+class _TrainingRun:
+    """What one call of [`fit`][flowkit.training.fit] trains with, and its history so far."""
+
+    model: nn.Module
+    loss_fn: Callable[..., Tensor]
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    device: torch.device
+    group: _ProcessGroup
+    generator: torch.Generator
+    batch_size: int
+    clip_grad_norm: float | None
+    cycled_mades: list[MADE]  # moved to their next mask set before every minibatch
+    history: History = field(default_factory=History)
+
+    def train_epoch(self, epoch: int, x: Tensor, context: Tensor | None) -> float:
+        """One pass over the rows in shuffled minibatches; the mean training NLL."""
+        self.model.train()
+        total, count = 0.0, 0
+        for rows in self.group.minibatches(len(x), self.batch_size, self.generator):
+            for made in self.cycled_mades:
+                made.next_mask()
+            total += self.train_step(epoch, *_rows(x, context, rows, self.device)) * len(rows)
+            count += len(rows)
+        self.group.broadcast_buffers(self.model)  # running averages differ after the last step's local batches
+        return total / count
+
+    def train_step(self, epoch: int, x: Tensor, context: Tensor | None) -> float:
+        """One optimizer step on one minibatch; its mean loss over every process."""
+        with _naming_the_data("train", self.model):
+            loss = self.loss_fn(x, context)
+        mean_loss = self.group.mean(loss.detach()).item()  # every process sees every process's loss
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"fit: the loss is {mean_loss} at epoch {epoch}, step {self.history.steps} "
+                "(try a smaller lr, clip_grad_norm, or check the data for inf/nan)"
+            )
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+        self.optimizer.step()
+        self.history.steps += 1
+        return mean_loss
+
+    def validate(self, x: Tensor, context: Tensor | None) -> float:
+        """The validation NLL of every row, each process scoring its share; recorded in the history."""
+        with _naming_the_data("valid", self.model):
+            nll = _shared_mean_nll(self.model, x, context, max(self.batch_size, 1024), self.device, self.group)
+        self.history.valid_nll.append(nll)
+        return nll
+
+
+@dataclass
+class _EarlyStopping:
+    """Keeps the weights of the best validation NLL so far, and counts the epochs since."""
+
+    patience: int | None
+    best_nll: float = math.inf
+    best_state: dict[str, Tensor] | None = None
+    waited: int = 0
+
+    def observe(self, nll: float, epoch: int, model: nn.Module, history: History) -> None:
+        """Takes one epoch's validation NLL: a better one saves the model's weights."""
+        if nll < self.best_nll:
+            self.best_nll, self.waited, history.best_epoch = nll, 0, epoch
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.waited += 1
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether ``patience`` epochs in a row brought no improvement."""
+        return self.patience is not None and self.waited >= self.patience
+
+
+@contextmanager
+def _mask_set_pinned(mades: list[MADE], index: int) -> Iterator[None]:
+    """Activates mask set ``index`` of every MADE in ``mades`` inside the block, and then
+    each one's mask set from before again, so that a cycle carries on where it was."""
+    before = [made.active_mask for made in mades]
+    for made in mades:
+        made.set_mask(index)
+    try:
+        yield
+    finally:
+        for made, active in zip(mades, before):
+            made.set_mask(active)
+
+
+def _stop_early(history: History, epoch: int, bar: tqdm, postfix: dict[str, str]) -> None:
+    """Records that training stopped at ``epoch``, and says why where the bar was."""
+    history.stopped_early, history.stopped_epoch = True, epoch
+    bar.set_postfix(postfix)
+    if not bar.disable:  # the bar vanishes when it closes (leave=False): say why it ended
+        tqdm.write(_early_stop_message(history), file=sys.stderr)
 
 
 def mean_nll(model: nn.Module, x: Tensor, context: Tensor | None = None, batch_size: int = 1024) -> float:
@@ -271,7 +347,7 @@ def _loss_function(model, x_train, c_train, device, distributed: bool, compile: 
         _initialise_from_data(model, *_rows(x_train, c_train, torch.arange(min(len(x_train), 1024)), device))
         device_ids = [device.index] if device.type == "cuda" else None
         loss = nn.parallel.DistributedDataParallel(loss, device_ids=device_ids)  # copies rank 0's state
-        _sync_from_buffers(model)
+        sync_from_buffers(model)
     return torch.compile(loss) if compile else loss
 
 
@@ -279,18 +355,27 @@ def _initialise_from_data(model: nn.Module, x: Tensor, context: Tensor | None) -
     """Runs ActNorm's data-dependent initialisation now, on this process's rows, so that
     ``DistributedDataParallel`` copies rank 0's result to every process (initialised
     later, each process would keep its own)."""
-    if any(isinstance(m, ActNorm) and not m._initialized for m in model.modules()):
+    if any(isinstance(m, ActNorm) and not m.is_initialized for m in model.modules()):
         model.train()
         with torch.no_grad():
             _log_prob(model, x, context)
 
 
-def _sync_from_buffers(model: nn.Module) -> None:
-    """Modules that keep Python copies of buffers (MADE's structure, ActNorm's flag)
-    refresh them once the buffers were overwritten from rank 0."""
+@runtime_checkable
+class SyncsFromBuffers(Protocol):
+    """A module that keeps Python copies of some of its buffers, so that its hot paths never
+    read them back from the device ([`MADE`][flowkit.nn.MADE]'s structure,
+    [`ActNorm`][flowkit.transforms.ActNorm]'s flag), and refreshes them on request."""
+
+    def sync_from_buffers(self) -> None: ...
+
+
+def sync_from_buffers(model: nn.Module) -> None:
+    """Every module of ``model`` that keeps Python copies of buffers refreshes them, once the
+    buffers were overwritten from rank 0."""
     for module in model.modules():
-        if hasattr(module, "_sync_from_buffers"):
-            module._sync_from_buffers()
+        if isinstance(module, SyncsFromBuffers):
+            module.sync_from_buffers()
 
 
 @dataclass(frozen=True)
@@ -342,7 +427,7 @@ class _ProcessGroup:
         if self.size > 1:
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
-            _sync_from_buffers(model)
+            sync_from_buffers(model)
 
 
 def _log_prob(model: nn.Module, x: Tensor, context: Tensor | None) -> Tensor:

@@ -183,6 +183,30 @@ def test_dense_floor_is_flowkits_chain_without_masks():
         torch.testing.assert_close(speed.dense_floor(flow, x)(), last_made.raw_output(x).flatten(-2))
 
 
+def test_dense_train_floor_steps_copies_of_the_flows_layers():
+    """Every copied weight and bias takes an Adam step; the flow's own parameters stay."""
+    flow = contenders.build("flowkit", "maf", 4, 2, [9, 9]).module
+    before = [p.detach().clone() for p in flow.parameters()]
+    step = speed.dense_train_floor(flow, torch.randn(6, 4))
+    optimizer = step.optimizer
+    copies = [p.detach().clone() for group in optimizer.param_groups for p in group["params"]]
+    layers = [m for m in flow.modules() if isinstance(m, flowkit.nn.MaskedLinear) and m.bias is not None]
+    assert len(copies) == 2 * len(layers)
+    step()
+    after = [p for group in optimizer.param_groups for p in group["params"]]
+    assert all(not torch.equal(a, b) for a, b in zip(after, copies, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(flow.parameters(), before, strict=True))
+
+
+def test_speed_widths_and_their_option():
+    assert speed.widths(16, [None, 64, 256]) == [64, 256]  # default is max(64, 3D + 1), kept once
+    assert speed.widths(64, [None, 256]) == [193, 256]
+    assert speed.parse_args(["--hidden", "default", "512", "--page", "/tmp/x.md"]).hidden == [None, 512]
+    for bad in ("0", "wide"):
+        with pytest.raises(SystemExit):
+            speed.parse_args(["--hidden", bad])
+
+
 def test_digits_log_jacobian_matches_autograd():
     dequantised = (torch.rand(3, 64, dtype=torch.float64) * 17).requires_grad_(True)
     y = quality.Digits.logit(dequantised)
@@ -219,8 +243,8 @@ def test_speed_quick(tmp_path):
     assert "1 intra-op thread" in stdout, stdout
 
     architectures = table_with(stdout, "flow")
-    assert [(row["D"], row["flow"].split()[-1]) for row in architectures] == [
-        (dim, bijection) for dim in ("2", "3") for bijection in ("affine", "spline")
+    assert [(row["D"], row["H"], row["flow"].split()[-1]) for row in architectures] == [
+        ("3", width, bijection) for width in ("8", "12") for bijection in ("affine", "spline")
     ]
     for row in architectures:
         counts = {row[name] for name in LIBRARY_NAMES}
@@ -228,16 +252,17 @@ def test_speed_quick(tmp_path):
         assert len(parameters) == 1, row  # the same architecture in every library
 
     times = table_with(stdout, "flowkit / best other")
-    assert len(times) == 2 * 8, times  # four measurements of each bijection at each D
+    assert len(times) == 2 * 8, times  # four measurements of each bijection at each (D, H)
     assert sum(row["measurement"].startswith("spline ") for row in times) == 2 * 4, times
     for row in times:
         ms = [number(row[f"{name} (ms)"]) for name in LIBRARY_NAMES]
         assert all(t > 0 for t in ms), row
         best = min(LIBRARY_NAMES[1:], key=lambda name: number(row[f"{name} (ms)"]))
         assert_printed_ratio(row["flowkit / best other"], row[f"{LIBRARY_NAMES[0]} (ms)"], row[f"{best} (ms)"])
-
-    for row in table_with(stdout, "flowkit / floor"):
-        assert_printed_ratio(row["flowkit / floor"], row["flowkit log_prob (ms)"], row["dense matmul chain (ms)"])
+        if row["measurement"] in ("train step", "log_prob"):  # the same table holds the dense floor
+            assert_printed_ratio(row["flowkit / floor"], row["flowkit (ms)"], row["dense floor (ms)"])
+        else:
+            assert row["dense floor (ms)"] == row["flowkit / floor"] == "-", row
 
     text = page.read_text()
     assert "<!-- speed:start -->" in text and "![speed ratios](assets/bench_speed.png)" in text
@@ -341,3 +366,17 @@ def test_scaling_quick(tmp_path):
         assert len(peaks) == int(row["processes"]) and all(peak >= with_data for peak in peaks), row
     assert number(one["speed-up"].rstrip("x")) == 1.0
     assert "<!-- scaling:start -->" in page.read_text()
+
+
+def test_masked_product_quick():
+    """Dense against blocked masked products: every ratio agrees with the printed times'
+    columns, and the automatic rule keeps the dense product at these tiny sizes."""
+    stdout = run_script("benchmarks/masked_product.py", "--quick").stdout
+    (row,) = table_with(stdout, "auto: pick, fwd / fwd+bwd ratio")
+    assert (row["D"], row["H"], row["B"]) == ("4", "16", "8"), row
+    assert number(row["forward dense (ms)"]) > 0 and number(row["fwd+bwd dense (ms)"]) > 0, row
+    for kind in ("forward", "fwd+bwd"):
+        assert all(number(row[f"{kind} {k} blocks / dense"]) > 0 for k in (2, 4, 8)), row
+    kept = [float(share) for share in row["work kept (2/4/8 blocks)"].split("/")]
+    assert kept == sorted(kept, reverse=True) and 0 < kept[-1] < 1, row
+    assert row["auto: pick, fwd / fwd+bwd ratio"].startswith("dense: "), row

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch import distributions as D
 
-from flowkit._validation import as_shape
+from flowkit._validation import as_shape, check_int
 
 __all__ = ["GaussianMixture", "gaussian_mixture"]
 
@@ -57,9 +57,8 @@ def gaussian_mixture(dim: int, num_components: int = 8, seed: int = 0) -> Gaussi
         >>> x.shape, target.log_prob(x).shape
         (torch.Size([4, 3]), torch.Size([4]))
     """
-    for name, value in (("dim", dim), ("num_components", num_components)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    check_int(dim, "dim")
+    check_int(num_components, "num_components")
     g = torch.Generator().manual_seed(seed)
     with torch.device("cpu"):  # made on the CPU, whatever torch's default device
         logits = torch.randn(num_components, generator=g)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from flowkit._validation import check_int
+
 __all__ = ["TOY_2D", "toy_2d"]
 
 TOY_2D = ("moons", "rings", "checkerboard", "gaussians")
@@ -28,8 +30,7 @@ def toy_2d(name: str, num_samples: int, seed: int = 0) -> Tensor:
     """
     if name not in TOY_2D:
         raise ValueError(f"name: expected one of {TOY_2D}, got {name!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+    check_int(num_samples, "num_samples")
     with torch.device("cpu"):  # data is made on the CPU, whatever torch's default device
         return _toy_2d(name, num_samples, torch.Generator().manual_seed(seed))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyro.distributions as dist
 import torch
@@ -39,7 +40,7 @@ from flowkit.nn import MADE, MADEConfig
 from flowkit.nn.made import default_hidden_dims
 from flowkit.nn.masks import make_order
 from flowkit._seeding import make_generator
-from flowkit._validation import as_shape, check_is_tensor, check_tensor
+from flowkit._validation import as_shape, check_context, check_int, check_tensor
 
 __all__ = ["Flow", "iaf", "maf", "nsf"]
 
@@ -87,14 +88,7 @@ class Flow(nn.Module):
         self.register_buffer("base_scale", torch.ones(input_dim))
 
     def _check_context(self, context: Tensor | None) -> None:
-        if context is not None:
-            check_is_tensor(context, "context")
-        if self.context_dim == 0 and context is not None:
-            raise ValueError("context: this flow was built with context_dim=0 and takes no context")
-        if self.context_dim and context is None:
-            raise ValueError(f"context: this flow needs a context of size context_dim={self.context_dim}")
-        if context is not None:
-            check_tensor(context, "context", self.context_dim, "context_dim", self.base_loc.dtype)
+        check_context(context, self.context_dim, "this flow", self.base_loc.dtype)
 
     def _check_reparameterised(self) -> None:
         if self.base is not None:
@@ -207,20 +201,34 @@ def _inverse_and_log_det(transform, y: Tensor) -> tuple[Tensor, Tensor]:
     return x, _sum_rightmost(transform.log_abs_det_jacobian(x, y), 1 - transform.codomain.event_dim)
 
 
-def _step(kind: str, made: MADE, bijection: ElementwiseBijection) -> nn.Module:
-    """One MAF or IAF step (conditional when the MADE reads a context). Affine bijections
-    get the Pyro-familiar affine classes, with the same numbers and state_dict."""
-    conditional = made.context_dim > 0
-    affine = {"maf": (AffineMAF, ConditionalAffineMAF), "iaf": (AffineIAF, ConditionalAffineIAF)}[kind][conditional]
-    if isinstance(bijection, Affine):
-        return affine(made, stable=False, scale_floor=bijection.scale_floor, inverse_scale=bijection.inverse_scale)
-    if isinstance(bijection, GatedAffine):
-        return affine(made, stable=True, sigmoid_bias=bijection.sigmoid_bias)
-    generic = {"maf": (MAF, ConditionalMAF), "iaf": (IAF, ConditionalIAF)}[kind][conditional]
-    return generic(made, bijection)
+@dataclass(frozen=True)
+class _StepFactory:
+    """Makes the steps of one kind of flow (MAF or IAF) from a MADE and a bijection,
+    conditional when the MADE reads a context. Affine bijections get the Pyro-familiar
+    affine classes, with the same numbers and state_dict."""
+
+    plain: type[nn.Module]
+    conditional: type[nn.Module]
+    affine: type[nn.Module]
+    conditional_affine: type[nn.Module]
+
+    def __call__(self, made: MADE, bijection: ElementwiseBijection) -> nn.Module:
+        conditional = made.context_dim > 0
+        affine = self.conditional_affine if conditional else self.affine
+        if isinstance(bijection, Affine):
+            return affine(
+                made, stable=False, scale_floor=bijection.scale_floor, inverse_scale=bijection.inverse_scale
+            )
+        if isinstance(bijection, GatedAffine):
+            return affine(made, stable=True, sigmoid_bias=bijection.sigmoid_bias)
+        return (self.conditional if conditional else self.plain)(made, bijection)
 
 
-def _bounds_follow_permutations(kind: str, layers: list[nn.Module], spline: RationalQuadraticSpline) -> list[nn.Module]:
+_MAF_STEPS = _StepFactory(MAF, ConditionalMAF, AffineMAF, ConditionalAffineMAF)
+_IAF_STEPS = _StepFactory(IAF, ConditionalIAF, AffineIAF, ConditionalAffineIAF)
+
+
+def _bounds_follow_permutations(make_step: _StepFactory, layers: list[nn.Module], spline: RationalQuadraticSpline) -> list[nn.Module]:
     """Gives each step the per-input bounds of the data columns it sees: the bounds are
     given for the data, which the last step writes, and every ``Permute`` between steps
     reorders the columns (``y = x[..., p]``, so column ``p[j]`` before it is column ``j``
@@ -234,12 +242,12 @@ def _bounds_follow_permutations(kind: str, layers: list[nn.Module], spline: Rati
             own = RationalQuadraticSpline(
                 spline.bins, bound, spline.min_bin_width, spline.min_bin_height, spline.min_derivative
             )
-            layers[index] = _step(kind, layer.made, own)
+            layers[index] = make_step(layer.made, own)
     return layers
 
 
 def _build(
-    kind: str,
+    make_step: _StepFactory,
     input_dim: int,
     *,
     num_transforms: int,
@@ -256,20 +264,22 @@ def _build(
 ) -> Flow:
     """The layers of a MAF or IAF: steps of ``bijection`` on MADEs from ``conditioner``,
     and what goes between them."""
-    if isinstance(num_transforms, bool) or not isinstance(num_transforms, int) or num_transforms < 1:
-        raise ValueError(f"num_transforms: expected a positive int, got {num_transforms!r}")
+    check_int(num_transforms, "num_transforms")
     if permutation not in ("reversed", "random", None):
         raise ValueError(f"permutation: expected 'reversed', 'random' or None, got {permutation!r}")
     if base not in ("normal", "mog"):
         raise ValueError(f"base: expected 'normal' or 'mog', got {base!r}")
     # A MAF's affine steps put the softplus on the scale of its density direction (see Affine).
-    bijection = Affine(inverse_scale=True) if kind == "maf" and bijection == "affine" else as_bijection(bijection)
+    if make_step is _MAF_STEPS and bijection == "affine":
+        bijection = Affine(inverse_scale=True)
+    else:
+        bijection = as_bijection(bijection)
     conditioner = _resolve_conditioner(conditioner, hidden_dims)
     generator = make_generator(seed)
     layers: list[nn.Module] = []
     for index in range(num_transforms):
         made = _near_identity_made(input_dim, bijection, conditioner, None, context_dim, generator)
-        layers.append(_step(kind, made, bijection))
+        layers.append(make_step(made, bijection))
         if index == num_transforms - 1:
             break
         if batch_norm:
@@ -279,7 +289,7 @@ def _build(
         if permutation is not None and input_dim > 1:
             layers.append(Permute(make_order(input_dim, permutation, generator)))
     if isinstance(bijection, RationalQuadraticSpline) and isinstance(bijection.bound, Tensor):
-        layers = _bounds_follow_permutations(kind, layers, bijection)
+        layers = _bounds_follow_permutations(make_step, layers, bijection)
     base_model = None
     if base == "mog":
         # The base is a density model of its own: it shares the steps' widths, not their
@@ -352,7 +362,7 @@ def maf(
         ('AffineMAF', GatedAffine(sigmoid_bias=2.0))
     """
     return _build(
-        "maf", input_dim, num_transforms=num_transforms, hidden_dims=hidden_dims, context_dim=context_dim,
+        _MAF_STEPS, input_dim, num_transforms=num_transforms, hidden_dims=hidden_dims, context_dim=context_dim,
         permutation=permutation, batch_norm=batch_norm, act_norm=act_norm, bijection=bijection,
         conditioner=conditioner, base=base, num_components=num_components, seed=seed,
     )  # fmt: skip
@@ -399,7 +409,7 @@ def iaf(
         (torch.Size([5, 3]), torch.Size([5]))
     """
     return _build(
-        "iaf", input_dim, num_transforms=num_transforms, hidden_dims=hidden_dims, context_dim=context_dim,
+        _IAF_STEPS, input_dim, num_transforms=num_transforms, hidden_dims=hidden_dims, context_dim=context_dim,
         permutation=permutation, batch_norm=batch_norm, act_norm=act_norm, bijection=bijection,
         conditioner=conditioner, base="normal", num_components=1, seed=seed,
     )  # fmt: skip

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor, nn
 
-from flowkit._validation import as_shape, check_is_tensor
+from flowkit._validation import as_shape, check_int, check_is_tensor, check_last_dim
 from flowkit.nn import MADE
+from flowkit.transforms.elementwise import softplus_scale
 
 __all__ = [
     "AutoregressiveMADE",
@@ -42,7 +43,7 @@ __all__ = [
     "MixtureMADE",
 ]
 
-SCALE_FLOOR = 1e-3
+SCALE_FLOOR = 1e-3  # the smallest scale of a Gaussian conditional
 
 
 def _compiling() -> bool:
@@ -95,14 +96,13 @@ class AutoregressiveMADE(nn.Module):
     def check_data(self, x: Tensor) -> None:
         """Raises a clear error for data outside the support."""
         check_is_tensor(x, "x")
-        if x.dim() == 0 or x.shape[-1] != self.input_dim:
-            raise ValueError(f"x: expected shape (..., {self.input_dim}), got {tuple(x.shape)}")
+        check_last_dim(x, "x", self.input_dim)
         if x.is_floating_point() and not _compiling() and not torch.isfinite(x).all():
             raise ValueError("x: holds inf or nan; a density is defined for finite points only")
 
     def to_input(self, x: Tensor) -> Tensor:
         """Data to the MADE's (floating-point) input."""
-        return x.to(self.made.output_layer.weight.dtype)
+        return x.to(self.made.dtype)
 
     def from_input(self, v: Tensor) -> Tensor:
         """The MADE's input back to data."""
@@ -178,8 +178,7 @@ class AutoregressiveMADE(nn.Module):
         self.check_data(x)
         if not isinstance(observed, Tensor) or observed.dtype != torch.bool:
             raise TypeError("observed: expected a boolean tensor")
-        if observed.dim() == 0 or observed.shape[-1] != self.input_dim:
-            raise ValueError(f"observed: expected shape (..., {self.input_dim}), got {tuple(observed.shape)}")
+        check_last_dim(observed, "observed", self.input_dim)
         if method not in ("sample", "mode"):
             raise ValueError(f"method: expected 'sample' or 'mode', got {method!r}")
         pick = self.sample_conditional if method == "sample" else self.mode_conditional
@@ -304,14 +303,8 @@ class BernoulliMADE(AutoregressiveMADE):
 
 class GaussianMADE(AutoregressiveMADE):
     r"""Real data: \(p(x_d \mid x_{<d}) = \mathcal{N}(\mu_d, \sigma_d^2)\) with
-    \(\sigma_d = \mathrm{softplus}(u_d) + 10^{-3}\).
-
-    Args:
-        input_dim: The number of dimensions ``D``.
-        hidden_dims: MADE hidden widths.
-        context_dim: Size of a conditioning input; 0 for none.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
-            ``degrees``, ``activation``, ``seed``, ...).
+    \(\sigma_d = \mathrm{softplus}(u_d) + 10^{-3}\). Arguments as in
+    [`BernoulliMADE`][flowkit.distributions.made_models.BernoulliMADE].
 
     Examples:
         >>> model = GaussianMADE(3, [16], seed=0)
@@ -324,10 +317,10 @@ class GaussianMADE(AutoregressiveMADE):
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         loc, unconstrained = params.unbind(-2)
-        return dist.Normal(loc, F.softplus(unconstrained) + SCALE_FLOOR, validate_args=False).log_prob(x)
+        return dist.Normal(loc, softplus_scale(unconstrained, SCALE_FLOOR), validate_args=False).log_prob(x)
 
     def sample_conditional(self, params: Tensor) -> Tensor:
-        return torch.normal(params[..., 0], F.softplus(params[..., 1]) + SCALE_FLOOR)
+        return torch.normal(params[..., 0], softplus_scale(params[..., 1], SCALE_FLOOR))
 
     def mode_conditional(self, params: Tensor) -> Tensor:
         return params[..., 0]
@@ -360,14 +353,13 @@ class MixtureMADE(AutoregressiveMADE):
         context_dim: int = 0,
         **made_kwargs,
     ):
-        if isinstance(num_components, bool) or not isinstance(num_components, int) or num_components < 1:
-            raise ValueError(f"num_components: expected a positive int, got {num_components!r}")
+        check_int(num_components, "num_components")
         super().__init__(input_dim, hidden_dims, [num_components] * 3, context_dim, **made_kwargs)
         self.num_components = num_components
 
     def _parts(self, params: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
         logits, loc, unconstrained = params.split(self.num_components, dim=dim)
-        return logits, loc, F.softplus(unconstrained) + SCALE_FLOOR
+        return logits, loc, softplus_scale(unconstrained, SCALE_FLOOR)
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         logits, loc, scale = self._parts(params, dim=-2)  # each (..., K, D)
@@ -409,8 +401,7 @@ class CategoricalMADE(AutoregressiveMADE):
     def __init__(
         self, input_dim: int, hidden_dims: Sequence[int], num_classes: int, context_dim: int = 0, **made_kwargs
     ):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+        check_int(num_classes, "num_classes", minimum=2)
         super().__init__(input_dim, hidden_dims, [num_classes], context_dim, **made_kwargs)
         self.num_classes = num_classes
         self.support = constraints.independent(constraints.integer_interval(0, num_classes - 1), 1)

@@ -9,101 +9,25 @@ parameters of every conditional \(p(x_d \mid x_{<d})\).
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit.nn import masks as M
-from flowkit._callsite import user_stacklevel
 from flowkit._seeding import make_generator
-from flowkit._validation import as_shape, check_tensor
+from flowkit._validation import as_shape, broadcast_batch, check_context, check_int, check_int_list, check_tensor
+from flowkit.nn import masks as M
+from flowkit.nn.diagnostics import (  # LostDependencyWarning: also importable from here, as before
+    LOST_DEPENDENCY_ACTIONS,
+    LostDependencyWarning,
+    input_connectivity,
+    report_lost_dependencies,
+)
+from flowkit.nn.layers import Activation, MaskedLinear, make_activation  # MaskedLinear: also from here
+from flowkit.nn.sequential import SequentialPlan, Step, fast_sequential, naive_sequential
 
-__all__ = ["MADE", "LostDependencyWarning", "MADEConfig", "MaskedLinear", "default_hidden_dims"]
-
-
-class _InPlaceActivation(nn.Module):
-    """``relu``, ``elu`` or ``leaky_relu``, applied in place. Their gradients are computed
-    from their outputs, so overwriting a pre-activation that nothing else reads is safe,
-    and saves a (batch, width) allocation per layer. Not under a TorchScript trace (Pyro's
-    ``JitTrace_ELBO``), whose optimised graphs reject in-place ops on some views."""
-
-    def __init__(self, function: Callable[..., Tensor]):
-        super().__init__()
-        self.function = function
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.function(h, inplace=not torch.jit.is_tracing())
-
-    def extra_repr(self) -> str:
-        return self.function.__name__
-
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": partial(_InPlaceActivation, F.relu),
-    "elu": partial(_InPlaceActivation, F.elu),
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "leaky_relu": partial(_InPlaceActivation, F.leaky_relu),
-    "softplus": nn.Softplus,
-    "sigmoid": nn.Sigmoid,
-}
-
-
-class LostDependencyWarning(UserWarning):
-    """A MADE whose hidden layers are too narrow to keep every conditional dependency."""
-
-
-class MaskedLinear(nn.Linear):
-    r"""A linear layer whose weight is multiplied by a fixed boolean mask,
-    \(y = (W \odot M) x + b\).
-
-    The mask is a registered buffer, so it follows ``.to()``, ``.double()``, the
-    ``state_dict`` and pickling. Weights are initialised like `torch.nn.Linear`
-    but with each unit's fan-in counted after masking, so sparse rows are not
-    initialised too small.
-
-    Args:
-        mask: A boolean tensor of shape ``(out_features, in_features)``.
-        bias: Whether to add a bias.
-
-    Examples:
-        >>> layer = MaskedLinear(torch.tensor([[True, False], [True, True]]))
-        >>> layer(torch.ones(2)).shape
-        torch.Size([2])
-    """
-
-    def __init__(self, mask: Tensor, bias: bool = True):
-        out_features, in_features = mask.shape
-        super().__init__(in_features, out_features, bias=bias)
-        self.register_buffer("mask", mask.to(self.weight.device, torch.bool, copy=True))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        if not hasattr(self, "mask"):  # nn.Linear.__init__ calls this before the mask exists
-            return
-        fan_in = self.mask.sum(dim=1, keepdim=True).clamp(min=1).to(self.weight.dtype)
-        bound = 1.0 / fan_in.sqrt()
-        with torch.no_grad():
-            self.weight.uniform_(-1.0, 1.0).mul_(bound)
-            if self.bias is not None:
-                self.bias.uniform_(-1.0, 1.0).mul_(bound.squeeze(1))
-
-    def set_mask(self, mask: Tensor) -> None:
-        """Replaces the mask in place (same shape)."""
-        self.mask.copy_(mask)
-
-    def masked_weight(self) -> Tensor:
-        r"""The effective weight \(W \odot M\)."""
-        return self.weight * self.mask
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.masked_weight(), self.bias)
+__all__ = ["MADE", "MADEConfig", "default_hidden_dims"]
 
 
 class MADE(nn.Module):
@@ -170,7 +94,7 @@ class MADE(nn.Module):
         context_dim: int = 0,
         order: str | Sequence[int] | Tensor = "natural",
         degrees: str = "even",
-        activation: str | nn.Module | type[nn.Module] | Callable[[Tensor], Tensor] = "relu",
+        activation: Activation = "relu",
         skip_connections: bool = False,
         residual: bool = False,
         num_masks: int = 1,
@@ -178,19 +102,11 @@ class MADE(nn.Module):
         on_lost_dependencies: str = "warn",
     ):
         super().__init__()
-        M._check_positive_int(input_dim, "input_dim")
-        hidden_dims = _check_int_list(hidden_dims, "hidden_dims")
-        param_dims = _check_int_list(param_dims, "param_dims")
-        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
-            raise ValueError(f"context_dim: expected a non-negative int, got {context_dim!r}")
-        M._check_positive_int(num_masks, "num_masks")
-        if degrees not in M.DEGREE_SCHEMES:
-            raise ValueError(f"degrees: expected one of {M.DEGREE_SCHEMES}, got {degrees!r}")
-        if residual and len(set(hidden_dims)) > 1:
-            raise ValueError(f"hidden_dims: residual=True needs equal widths, got {hidden_dims}")
-        if on_lost_dependencies not in ("warn", "raise"):
-            raise ValueError(f"on_lost_dependencies: expected 'warn' or 'raise', got {on_lost_dependencies!r}")
-
+        check_int(input_dim, "input_dim", type_error=True)
+        hidden_dims = check_int_list(hidden_dims, "hidden_dims")
+        param_dims = check_int_list(param_dims, "param_dims")
+        check_int(context_dim, "context_dim", minimum=0)
+        _check_structure_options(hidden_dims, degrees, residual, num_masks, on_lost_dependencies)
         self.input_dim = input_dim
         self.hidden_dims = hidden_dims
         self.param_dims = param_dims
@@ -198,21 +114,9 @@ class MADE(nn.Module):
         self.residual = residual
         self.num_masks = num_masks
 
-        # The structure is drawn and checked on the CPU, then stored as buffers where torch
-        # puts new tensors (torch.set_default_device), beside the parameters.
         generator = make_generator(seed)
         sets = [self._draw_degrees(order, degrees, generator) for _ in range(num_masks)]
-        device = torch.empty(0).device
-        self.register_buffer("orders", torch.stack([M.order_from_degrees(s[0]) for s in sets]).to(device))
-        for layer in range(len(hidden_dims)):
-            self.register_buffer(f"hidden_degrees_{layer}", torch.stack([s[1][layer] for s in sets]).to(device))
-        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long, device=device))
-        # Python copies of the structure, so that forward and sampling never read a
-        # buffer's value back from the device (and torch.compile sees constants).
-        self._active_mask = 0
-        self._plans = [_SequentialPlan.of(*s) for s in sets]
-        self.register_load_state_dict_post_hook(MADE._sync_from_buffers)  # a function, so it pickles
-
+        self._register_structure(sets)
         first, *middle, last, skip = self._mask_chain(*sets[0])
         self.input_layer = MaskedLinear(first)
         self.hidden_layers = nn.ModuleList(MaskedLinear(mask) for mask in middle)
@@ -222,8 +126,23 @@ class MADE(nn.Module):
         self.context_skip_layer = (
             nn.Linear(context_dim, last.shape[0], bias=False) if context_dim and skip_connections else None
         )
-        self.activation = _activation(activation)
-        self._report_lost_dependencies(on_lost_dependencies, sets)
+        self.activation = make_activation(activation)
+        lost = [self._lost_in(*degrees_of_set) for degrees_of_set in sets]
+        report_lost_dependencies(lost, on_lost_dependencies, input_dim, hidden_dims, context_dim)
+
+    def _register_structure(self, sets: list[tuple[Tensor, list[Tensor]]]) -> None:
+        """Stores the mask sets' orders and hidden degrees (drawn on the CPU) as buffers where
+        torch puts new tensors (``torch.set_default_device``), beside the parameters, and
+        their Python copies, so that forward and sampling never read a buffer's value back
+        from the device (and ``torch.compile`` sees constants)."""
+        device = torch.empty(0).device
+        self.register_buffer("orders", torch.stack([M.order_from_degrees(s[0]) for s in sets]).to(device))
+        for layer in range(len(self.hidden_dims)):
+            self.register_buffer(f"hidden_degrees_{layer}", torch.stack([s[1][layer] for s in sets]).to(device))
+        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long, device=device))
+        self._active_mask = 0
+        self._plans = [SequentialPlan.of(*s) for s in sets]
+        self.register_load_state_dict_post_hook(_sync_after_load)
 
     # ----------------------------------------------------------------- structure
     def _draw_degrees(self, order, scheme: str, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
@@ -284,9 +203,7 @@ class MADE(nn.Module):
 
     def _connectivity(self, masks: list[Tensor]) -> Tensor:
         chain, skip = (masks[:-1], masks[-1]) if self.skip_layer is not None else (masks, None)
-        residual = [False, *([self.residual] * len(self.hidden_layers)), False]
-        reach = M.connectivity(chain, residual, skip)
-        return reach.unflatten(0, (-1, self.input_dim)).any(dim=0)
+        return input_connectivity(chain, skip, self.residual, self.input_dim)
 
     def lost_dependencies(self, index: int | None = None) -> list[tuple[int, int]]:
         """The ``(input, output)`` pairs that the order allows but the masks of set
@@ -294,24 +211,10 @@ class MADE(nn.Module):
         input_degrees = self.degrees(index)[0]
         return M.lost_dependencies(self.connectivity(index), input_degrees, input_degrees)
 
-    def _report_lost_dependencies(self, action: str, sets: list[tuple[Tensor, list[Tensor]]]) -> None:
-        """Warns (or raises) for each mask set, given as CPU degrees, that loses dependencies."""
-        allowed = self.input_dim * (self.input_dim - 1) // 2
-        needed = self.input_dim if self.context_dim else self.input_dim - 1  # one unit per useful degree
-        for index, (input_degrees, hidden) in enumerate(sets):
-            reach = self._connectivity(self._used_masks(self._mask_chain(input_degrees, hidden)))
-            lost = M.lost_dependencies(reach, input_degrees, input_degrees)
-            if not lost:
-                continue
-            shown = ", ".join(f"input {j} -> output {i}" for j, i in lost[:8]) + (", ..." if len(lost) > 8 else "")
-            message = (
-                f"MADE(input_dim={self.input_dim}, hidden_dims={self.hidden_dims}): mask set {index} "
-                f"cannot connect {len(lost)} of {allowed} allowed (input, output) pairs (0-based indices): {shown}. "
-                f"Layers of width >= {needed} keep them all; made.lost_dependencies() lists them."
-            )
-            if action == "raise":
-                raise ValueError(f"hidden_dims: {message}")
-            warnings.warn(message, LostDependencyWarning, stacklevel=user_stacklevel())
+    def _lost_in(self, input_degrees: Tensor, hidden: list[Tensor]) -> list[tuple[int, int]]:
+        """The lost dependencies of the mask set with these (CPU) degrees."""
+        reach = self._connectivity(self._used_masks(self._mask_chain(input_degrees, hidden)))
+        return M.lost_dependencies(reach, input_degrees, input_degrees)
 
     # ----------------------------------------------------------------- mask sets
     def _check_index(self, index: int | None) -> int:
@@ -340,14 +243,16 @@ class MADE(nn.Module):
         self.set_mask(index)
         return index
 
-    def _sync_from_buffers(self, incompatible_keys=None) -> None:
-        """Refreshes the Python copies of the structure after its buffers were overwritten
-        (by ``load_state_dict``, or by ``DistributedDataParallel`` copying rank 0's)."""
+    def sync_from_buffers(self) -> None:
+        """Refreshes the Python copies of the structure (the active mask set, the plans of
+        the sequential pass) after its buffers were overwritten: ``load_state_dict`` calls
+        it, and so does [`fit`][flowkit.training.fit] after ``DistributedDataParallel``
+        copied rank 0's buffers."""
         self._active_mask = int(self.mask_index)
         self._plans = []
         for index in range(self.num_masks):
             input_degrees, *hidden = self.degrees(index)
-            self._plans.append(_SequentialPlan.of(input_degrees, hidden))
+            self._plans.append(SequentialPlan.of(input_degrees, hidden))
 
     @property
     def active_mask(self) -> int:
@@ -364,28 +269,37 @@ class MADE(nn.Module):
         """The active order, as Pyro's `AutoRegressiveNN.get_permutation`."""
         return self.permutation
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the parameters, which inputs and contexts must have."""
+        return self.output_layer.weight.dtype
+
+    def scale_outputs_(self, scale: float) -> MADE:
+        """Multiplies the weights into the outputs (the output layer's, and the direct
+        connections' from inputs and context) by ``scale`` and zeros the output bias, in
+        place and without gradients, so that the outputs start near zero; returns the MADE."""
+        with torch.no_grad():
+            self.output_layer.weight.mul_(scale)
+            self.output_layer.bias.zero_()
+            for layer in (self.skip_layer, self.context_skip_layer):
+                if layer is not None:
+                    layer.weight.mul_(scale)
+        return self
+
     # ------------------------------------------------------------------ forward
     def _check_inputs(self, x: Tensor, context: Tensor | None) -> None:
-        dtype = self.output_layer.weight.dtype
-        check_tensor(x, "x", self.input_dim, "input_dim", dtype)
-        if self.context_dim == 0:
-            if context is not None:
-                raise ValueError("context: this MADE was built with context_dim=0 and takes no context")
-            return
-        if context is None:
-            raise ValueError(f"context: this MADE needs a context of size context_dim={self.context_dim}")
-        check_tensor(context, "context", self.context_dim, "context_dim", dtype)
-        try:
-            torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
-        except RuntimeError:
-            raise ValueError(
-                f"context: batch shape {tuple(context.shape[:-1])} does not broadcast with "
-                f"x's batch shape {tuple(x.shape[:-1])}"
-            ) from None
+        check_tensor(x, "x", self.input_dim, "input_dim", self.dtype)
+        check_context(context, self.context_dim, "this MADE", self.dtype)
+        if context is not None:
+            broadcast_batch(context, x.shape[:-1], "x's batch shape")
 
-    def raw_output(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """All parameters as one tensor of shape ``(..., sum(param_dims), D)``."""
-        self._check_inputs(x, context)
+    def raw_output(self, x: Tensor, context: Tensor | None = None, *, check: bool = True) -> Tensor:
+        """All parameters as one tensor of shape ``(..., sum(param_dims), D)``.
+
+        ``check=False`` skips the checks of ``x`` and ``context``, for callers that made
+        them once already (a transform at its entry, before a loop of passes)."""
+        if check:
+            self._check_inputs(x, context)
         h = self.input_layer(x)
         if context is not None:
             h = h + self.context_layer(context)
@@ -415,7 +329,7 @@ class MADE(nn.Module):
     # ----------------------------------------------------- sequential direction
     def sequential(
         self,
-        step: Callable[[Tensor, int], Tensor],
+        step: Step,
         batch_shape: int | Sequence[int] = (),
         context: Tensor | None = None,
         method: str = "fast",
@@ -432,7 +346,8 @@ class MADE(nn.Module):
         by degree, the units of degree ``k`` (in every layer) are final as soon as the
         inputs of rank ``<= k`` are known, so step ``k + 1`` evaluates only that thin
         slice of each layer. The arithmetic of the whole loop is about one forward pass.
-        ``method="naive"`` runs a full forward pass per input; it is the reference.
+        ``method="naive"`` runs a full forward pass per input; it is the reference
+        (both live in [`flowkit.nn.sequential`][flowkit.nn.sequential]).
 
         Args:
             step: ``step(params, i) -> x_i``, with ``params`` of shape
@@ -452,125 +367,38 @@ class MADE(nn.Module):
             True
         """
         batch_shape = as_shape(batch_shape, "batch_shape")
+        check_context(context, self.context_dim, "this MADE", self.dtype)
         if context is not None:
-            check_tensor(context, "context", self.context_dim, "context_dim")
-            try:
-                batch_shape = torch.broadcast_shapes(batch_shape, context.shape[:-1])
-            except RuntimeError:
-                raise ValueError(
-                    f"context: batch shape {tuple(context.shape[:-1])} does not broadcast with "
-                    f"batch_shape {tuple(batch_shape)}"
-                ) from None
-        probe = self.output_layer.weight.new_zeros(batch_shape + (self.input_dim,))
-        self._check_inputs(probe, context)
+            batch_shape = broadcast_batch(context, batch_shape, "batch_shape")
         if method == "fast":
             # The fast path reads weights directly; one call on zero rows goes through every
             # layer's __call__, so a MADE converted to a PyroModule registers its parameters.
             no_rows = None if context is None else context.reshape(-1, self.context_dim)[:0]
-            self.raw_output(probe.reshape(-1, self.input_dim)[:0], no_rows)
-            return self._sequential_fast(step, batch_shape, context)
+            self.raw_output(self.output_layer.weight.new_zeros(0, self.input_dim), no_rows, check=False)
+            return fast_sequential(self, self._plans[self._active_mask], step, batch_shape, context)
         if method == "naive":
-            return self._sequential_naive(step, probe, context)
+            zeros = self.output_layer.weight.new_zeros(batch_shape + (self.input_dim,))
+            order = self._plans[self._active_mask].order
+            return naive_sequential(lambda x: self.raw_output(x, context, check=False), order, step, zeros)
         raise ValueError(f"method: expected 'fast' or 'naive', got {method!r}")
 
-    def _sequential_naive(self, step, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        columns = list(x.unbind(-1))
-        for i in self.permutation.tolist():
-            params = self.raw_output(torch.stack(columns, dim=-1), context)
-            columns[i] = step(params[..., i], i)
-        x = torch.stack(columns, dim=-1)
-        return x, self.raw_output(x, context)
 
-    def _sequential_fast(self, step, batch_shape: torch.Size, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        D, P = self.input_dim, sum(self.param_dims)
-        order = self.permutation
-        plan = self._plans[self._active_mask]
-        ready = plan.ready
-        layers = [self.input_layer, *self.hidden_layers]
-        weights = [layer.masked_weight() for layer in layers]
-        weights[0] = weights[0][:, order]  # input columns in rank order
-        # Output rows for the input of rank k: p * D + order[k] for every parameter p.
-        out_rows = (torch.arange(P, device=order.device)[:, None] * D + order[None, :]).T
-        out_weight = self.output_layer.masked_weight()[out_rows]  # (D, P, H_last)
-        out_bias = self.output_layer.bias[out_rows]  # (D, P)
-        if self.skip_layer is not None:
-            skip_weight = self.skip_layer.masked_weight()[:, order][out_rows]  # (D, P, D)
-        if context is not None:
-            context_hidden = self.context_layer(context)
-            if self.context_skip_layer is not None:
-                context_out = self.context_skip_layer(context)
-
-        empty = out_bias.new_zeros(batch_shape + (0,))
-        x_ranked = empty  # the inputs of rank < k, in rank order
-        known = [empty] * len(layers)  # per layer, the units of degree <= k computed so far
-        params_ranked = []
-        for k in range(D):
-            inputs = x_ranked
-            for l, layer in enumerate(layers):
-                start, stop = ready[l][k], ready[l][k + 1]  # the units of degree exactly k
-                if stop > start:
-                    pre = inputs @ weights[l][start:stop, : inputs.shape[-1]].T + layer.bias[start:stop]
-                    if l == 0 and context is not None:
-                        pre = pre + context_hidden[..., start:stop]
-                    new = self.activation(pre)
-                    if l > 0 and self.residual:
-                        new = new + inputs[..., start:stop]
-                    known[l] = torch.cat([known[l], new], dim=-1)
-                inputs = known[l]
-            params = inputs @ out_weight[k, :, : inputs.shape[-1]].T + out_bias[k]
-            if self.skip_layer is not None:
-                params = params + x_ranked @ skip_weight[k, :, :k].T
-                if context is not None:
-                    params = params + context_out[..., out_rows[k]]
-            x_k = step(params, plan.order[k])
-            x_ranked = torch.cat([x_ranked, x_k.unsqueeze(-1)], dim=-1)
-            params_ranked.append(params)
-        ranks = M.degrees_from_order(order) - 1
-        return x_ranked.index_select(-1, ranks), torch.stack(params_ranked, dim=-1).index_select(-1, ranks)
+def _sync_after_load(made: MADE, incompatible_keys: object) -> None:
+    """``load_state_dict``'s post hook (a module-level function, so that a MADE pickles)."""
+    made.sync_from_buffers()
 
 
-@dataclass(frozen=True)
-class _SequentialPlan:
-    """One mask set's structure as Python ints, for the sequential pass.
-
-    ``order[k]`` is the input of rank ``k``, and ``ready[l][k]`` how many units of hidden
-    layer ``l`` have degree ``< k`` (units are sorted by degree, so
-    ``ready[l][k]:ready[l][k + 1]`` are the units of degree ``k``).
-    """
-
-    order: list[int]
-    ready: list[list[int]]
-
-    @staticmethod
-    def of(input_degrees: Tensor, hidden: list[Tensor]) -> _SequentialPlan:
-        steps = torch.arange(len(input_degrees), device="cpu")
-        ready = [[0, *torch.searchsorted(degrees.cpu(), steps, right=True).tolist()] for degrees in hidden]
-        return _SequentialPlan(M.order_from_degrees(input_degrees.cpu()).tolist(), ready)
-
-
-def _activation(activation) -> nn.Module | Callable[[Tensor], Tensor]:
-    if isinstance(activation, str):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        return ACTIVATIONS[activation]()
-    if isinstance(activation, type) and issubclass(activation, nn.Module):
-        return activation()
-    if callable(activation):
-        return activation
-    raise TypeError(f"activation: expected a name, a module or a callable, got {type(activation).__name__}")
-
-
-def _check_int_list(values: Sequence[int], name: str) -> list[int]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{name}: expected a sequence of positive ints, got {type(values).__name__}")
-    values = list(values)
-    if not values:
-        raise ValueError(f"{name}: expected a non-empty sequence of positive ints, got []")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected positive ints, got {values}")
-    return values
-
+def _check_structure_options(
+    hidden_dims: Sequence[int], degrees: str, residual: bool, num_masks: int, on_lost_dependencies: str
+) -> None:
+    """The checks that [`MADE`][flowkit.nn.MADE] and [`MADEConfig`][flowkit.nn.MADEConfig] share."""
+    check_int(num_masks, "num_masks", type_error=True)
+    if degrees not in M.DEGREE_SCHEMES:
+        raise ValueError(f"degrees: expected one of {M.DEGREE_SCHEMES}, got {degrees!r}")
+    if residual and len(set(hidden_dims)) > 1:
+        raise ValueError(f"hidden_dims: residual=True needs equal widths, got {list(hidden_dims)}")
+    if on_lost_dependencies not in LOST_DEPENDENCY_ACTIONS:
+        raise ValueError(f"on_lost_dependencies: expected 'warn' or 'raise', got {on_lost_dependencies!r}")
 
 
 def default_hidden_dims(input_dim: int) -> list[int]:
@@ -612,7 +440,7 @@ class MADEConfig:
     hidden_dims: Sequence[int] | None = None
     order: str | Sequence[int] | Tensor = "natural"
     degrees: str = "even"
-    activation: str | nn.Module | type[nn.Module] | Callable[[Tensor], Tensor] = "relu"
+    activation: Activation = "relu"
     skip_connections: bool = False
     residual: bool = False
     num_masks: int = 1
@@ -620,18 +448,13 @@ class MADEConfig:
 
     def __post_init__(self):
         if self.hidden_dims is not None:
-            object.__setattr__(self, "hidden_dims", tuple(_check_int_list(self.hidden_dims, "hidden_dims")))
-            if self.residual and len(set(self.hidden_dims)) > 1:
-                raise ValueError(f"hidden_dims: residual=True needs equal widths, got {list(self.hidden_dims)}")
-        if self.degrees not in M.DEGREE_SCHEMES:
-            raise ValueError(f"degrees: expected one of {M.DEGREE_SCHEMES}, got {self.degrees!r}")
+            object.__setattr__(self, "hidden_dims", tuple(check_int_list(self.hidden_dims, "hidden_dims")))
         for name in ("skip_connections", "residual"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
-        M._check_positive_int(self.num_masks, "num_masks")
-        if self.on_lost_dependencies not in ("warn", "raise"):
-            raise ValueError(f"on_lost_dependencies: expected 'warn' or 'raise', got {self.on_lost_dependencies!r}")
-        _activation(self.activation)  # raises for a bad one
+        widths = self.hidden_dims or ()
+        _check_structure_options(widths, self.degrees, self.residual, self.num_masks, self.on_lost_dependencies)
+        make_activation(self.activation)  # raises for a bad one
 
     def replace(self, **changes) -> MADEConfig:
         """A copy with ``changes`` (checked again)."""

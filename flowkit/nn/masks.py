@@ -44,6 +44,8 @@ from collections.abc import Sequence
 import torch
 from torch import BoolTensor, LongTensor, Tensor
 
+from flowkit._validation import check_int
+
 __all__ = [
     "connectivity",
     "degrees_from_order",
@@ -80,7 +82,7 @@ def make_order(
         >>> make_order(4, [2, 0, 3, 1])
         tensor([2, 0, 3, 1])
     """
-    _check_positive_int(input_dim, "input_dim")
+    check_int(input_dim, "input_dim", type_error=True)
     if isinstance(order, str):
         if order == "natural":
             return torch.arange(input_dim, device="cpu")
@@ -153,7 +155,7 @@ def hidden_degrees(
         >>> hidden_degrees(5, low=1, high=3)
         tensor([1, 1, 2, 2, 3])
     """
-    _check_positive_int(width, "width")
+    check_int(width, "width", type_error=True)
     if high < low:
         raise ValueError(f"high: expected high >= low, got low={low}, high={high}")
     count = high - low + 1
@@ -231,9 +233,3 @@ def lost_dependencies(reach: Tensor, in_degrees: Tensor, out_degrees: Tensor) ->
     outputs, inputs = torch.nonzero(allowed & ~reach.bool(), as_tuple=True)
     return sorted(zip(inputs.tolist(), outputs.tolist()))
 
-
-def _check_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value}")

@@ -36,7 +36,7 @@ from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor
 
-from flowkit._validation import check_tensor
+from flowkit._validation import broadcast_batch, check_context
 from flowkit.nn import MADE, MADEConfig
 from flowkit.nn.made import default_hidden_dims
 from flowkit.transforms.cache import CachedTransformModule
@@ -103,11 +103,25 @@ class MaskedAutoregressive(CachedTransformModule):
         _check_made_and_bijection(made, bijection)
         _check_sequential(sequential)
         if context is not None:
-            _check_context(made, context)
+            check_context(context, made.context_dim, "the MADE", made.dtype)
+        self._hold(made, bijection, context, sequential)
+
+    def _hold(self, made: MADE, bijection: ElementwiseBijection, context: Tensor | None, sequential: str) -> None:
         self.made = made
         self.bijection = bijection
         self.context = context
         self.sequential = sequential
+
+    @classmethod
+    def _conditioned(cls, module: _ConditionalMaskedAutoregressive, context: Tensor) -> MaskedAutoregressive:
+        """The transform of a conditional ``module`` (whose parts its constructor checked)
+        for ``context``: a conditional flow conditions at every call, so only the context,
+        the one new part, is checked here."""
+        check_context(context, module.made.context_dim, "the MADE", module.made.dtype)
+        transform = cls.__new__(cls)  # the parts are ready: no subclass constructor to rebuild them
+        CachedTransformModule.__init__(transform)
+        transform._hold(module.made, module.bijection, context, module.sequential)
+        return transform
 
     @property
     def input_dim(self) -> int:
@@ -115,7 +129,14 @@ class MaskedAutoregressive(CachedTransformModule):
         return self.made.input_dim
 
     def _dtype(self) -> torch.dtype:
-        return self.made.output_layer.weight.dtype
+        return self.made.dtype
+
+    def _check_input(self, value: Tensor, name: str) -> None:
+        """The input, and the context's batch shape against it: checked here, at the entry
+        of each direction, so that the MADE passes inside need no checks of their own."""
+        super()._check_input(value, name)
+        if self.context is not None:
+            broadcast_batch(self.context, value.shape[:-1], f"{name}'s batch shape")
 
     def _extra_watched_tensors(self) -> list[Tensor]:
         return [] if self.context is None else [self.context]
@@ -123,9 +144,9 @@ class MaskedAutoregressive(CachedTransformModule):
     def _one_pass(self, value: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         r"""The bijection (or its inverse) on every column of ``value``, the side the MADE
         reads, with parameters from one MADE pass over it; returns the other side and
-        \(\log |\det \partial y / \partial x|\). The MADE checked ``value`` and the
+        \(\log |\det \partial y / \partial x|\). The entry checked ``value`` and the
         constructor the bijection's options, so the bijection's own checks are skipped."""
-        params = self.made.raw_output(value, self.context)
+        params = self.made.raw_output(value, self.context, check=False)
         if inverse:
             x, log_dx_dy = self.bijection._inverse(params, value, None)
             return x, -log_dx_dy.sum(-1)
@@ -230,7 +251,7 @@ class _ConditionalMaskedAutoregressive(ConditionalTransformModule):
     def condition(self, context: Tensor) -> MaskedAutoregressive:
         """The transform for this ``context``, of shape ``(..., context_dim)``; it shares
         this module's MADE."""
-        return self.transform_class(self.made, self.bijection, context, sequential=self.sequential)
+        return self.transform_class._conditioned(self, context)
 
 
 class ConditionalMAF(_ConditionalMaskedAutoregressive):
@@ -341,14 +362,6 @@ class _ConditionalAffine(_ConditionalMaskedAutoregressive):
         inverse_scale: bool = False,
     ):
         super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale))
-        self._options = dict(
-            stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias, inverse_scale=inverse_scale
-        )
-
-    def condition(self, context: Tensor) -> MaskedAutoregressive:
-        """The transform for this ``context``, of shape ``(..., context_dim)``; it shares
-        this module's MADE."""
-        return self.transform_class(self.made, context, **self._options)
 
 
 class ConditionalAffineMAF(_ConditionalAffine):
@@ -418,13 +431,7 @@ def init_near_identity(made: MADE, scale: float = 1e-2) -> MADE:
         made: The MADE to change in place.
         scale: The factor for the weights of the output (and direct) layers.
     """
-    with torch.no_grad():
-        made.output_layer.weight.mul_(scale)
-        made.output_layer.bias.zero_()
-        for layer in (made.skip_layer, made.context_skip_layer):
-            if layer is not None:
-                layer.weight.mul_(scale)
-    return made
+    return made.scale_outputs_(scale)
 
 
 def _near_identity_made(
@@ -549,12 +556,6 @@ def conditional_affine_maf(
     return _affine_step(
         ConditionalAffineMAF, input_dim, context_dim, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed
     )
-
-
-def _check_context(made: MADE, context: Tensor) -> None:
-    if made.context_dim == 0:
-        raise ValueError("context: the MADE was built with context_dim=0 and takes no context")
-    check_tensor(context, "context", made.context_dim, "context_dim", made.output_layer.weight.dtype)
 
 
 def _check_sequential(sequential: str) -> None:

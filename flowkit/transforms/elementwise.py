@@ -40,7 +40,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowkit._validation import check_float_tensor, check_int
+
 __all__ = ["Affine", "ElementwiseBijection", "GatedAffine", "RationalQuadraticSpline"]
+
+
+def softplus_scale(unconstrained: Tensor, floor: float, offset: float = 0.0) -> Tensor:
+    r"""The positive scale \(\sigma = \mathrm{softplus}(u + c) + \sigma_{\min}\) of an
+    unconstrained \(u\), never below the floor \(\sigma_{\min}\): the scale map of
+    [`Affine`][flowkit.transforms.elementwise.Affine] (whose offset \(c\) makes
+    \(u = 0\) give 1) and of the Gaussian MADE density models (\(c = 0\)).
+
+    Examples:
+        >>> softplus_scale(torch.tensor([-50.0, 0.0]), floor=1e-3)
+        tensor([0.0010, 0.6941])
+    """
+    return F.softplus(unconstrained + offset if offset else unconstrained) + floor
+
+
+def affine_map(
+    value: Tensor, shift: Tensor, scale: Tensor, log_scale: Tensor, inverse: bool
+) -> tuple[Tensor, Tensor]:
+    r"""The elementwise affine map \(y = \mu + \sigma x\) (or, with ``inverse``, its inverse
+    \(x = (y - \mu) / \sigma\)) of ``value``, with its log-derivative
+    (\(\log \sigma\), or \(-\log \sigma\)) of the output's shape: the map of
+    [`Affine`][flowkit.transforms.elementwise.Affine],
+    [`GatedAffine`][flowkit.transforms.elementwise.GatedAffine] and the normalisation layers."""
+    if inverse:
+        out = (value - shift) / scale
+        return out, (-log_scale).expand(out.shape)
+    out = shift + scale * value
+    return out, log_scale.expand(out.shape)
 
 
 class ElementwiseBijection(ABC):
@@ -99,7 +129,7 @@ class ElementwiseBijection(ABC):
     def _check(self, params: Tensor, value: Tensor, name: str, column: int | None) -> None:
         """Checks types and shapes at the public entry points."""
         self._check_params(params, column)
-        _check_float_tensor(value, name)
+        check_float_tensor(value, name)
         if value.dim() == 0:
             raise ValueError(f"{name}: expected shape (..., D), got a 0-d tensor")
         per_input = params.shape[:-2] + params.shape[-1:]
@@ -113,14 +143,13 @@ class ElementwiseBijection(ABC):
         self._check_inputs(value, name, column)
 
     def _check_params(self, params: Tensor, column: int | None) -> None:
-        _check_float_tensor(params, "params")
+        check_float_tensor(params, "params")
         if params.dim() < 2 or params.shape[-2] != self.num_params:
             raise ValueError(
                 f"params: expected shape (..., {self.num_params}, D) for {self!r} (num_params={self.num_params}), "
                 f"got {tuple(params.shape)}"
             )
-        if column is not None and (isinstance(column, bool) or not isinstance(column, int) or column < 0):
-            raise ValueError(f"column: expected a non-negative int or None, got {column!r}")
+        check_int(column, "column", minimum=0, or_none=True)
         self._check_inputs(params, "params", column)
 
     def _check_inputs(self, tensor: Tensor, name: str, column: int | None) -> None:
@@ -189,23 +218,21 @@ class Affine(ElementwiseBijection):
     def _shift_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, softplus(u + c) + floor)``: the scale, or its inverse with ``inverse_scale``."""
         loc, unconstrained = params.unbind(-2)
-        return loc, F.softplus(unconstrained + self._softplus_shift) + self.scale_floor
+        return loc, softplus_scale(unconstrained, self.scale_floor, self._softplus_shift)
 
     def _forward(self, params: Tensor, x: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
         shift, scale = self._shift_scale(params)
-        if self.inverse_scale:
+        if self.inverse_scale:  # sigma = 1 / scale, applied as a division (one rounding)
             y = shift + x / scale
             return y, (-scale.log()).expand(y.shape)
-        y = shift + scale * x
-        return y, scale.log().expand(y.shape)
+        return affine_map(x, shift, scale, scale.log(), inverse=False)
 
     def _inverse(self, params: Tensor, y: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
         shift, scale = self._shift_scale(params)
-        if self.inverse_scale:
+        if self.inverse_scale:  # x = (y - mu) * scale, without dividing by its reciprocal
             x = (y - shift) * scale
             return x, scale.log().expand(x.shape)
-        x = (y - shift) / scale
-        return x, (-scale.log()).expand(x.shape)
+        return affine_map(y, shift, scale, scale.log(), inverse=True)
 
     def _options(self) -> dict[str, object]:
         options: dict[str, object] = {"scale_floor": self.scale_floor}
@@ -251,14 +278,10 @@ class GatedAffine(ElementwiseBijection):
         return (1.0 - scale) * loc, scale, F.logsigmoid(gate)
 
     def _forward(self, params: Tensor, x: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
-        shift, scale, log_scale = self._shift_scale(params)
-        y = shift + scale * x
-        return y, log_scale.expand(y.shape)
+        return affine_map(x, *self._shift_scale(params), inverse=False)
 
     def _inverse(self, params: Tensor, y: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
-        shift, scale, log_scale = self._shift_scale(params)
-        x = (y - shift) / scale
-        return x, (-log_scale).expand(x.shape)
+        return affine_map(y, *self._shift_scale(params), inverse=True)
 
     def _options(self) -> dict[str, object]:
         return {"sigmoid_bias": self.sigmoid_bias}
@@ -332,8 +355,7 @@ class RationalQuadraticSpline(ElementwiseBijection):
         min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3,
     ):
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"bins: expected a positive int, got {bins!r}")
+        check_int(bins, "bins")
         self.bins = bins
         self.bound = _check_bound(bound)
         for name, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
@@ -567,13 +589,6 @@ def _softmax(logits: Tensor, dim: int) -> Tensor:
     runs one per column). Shifted by the maximum, so large logits cannot overflow."""
     weights = torch.exp(logits - logits.amax(dim=dim, keepdim=True))
     return weights / weights.sum(dim=dim, keepdim=True)
-
-
-def _check_float_tensor(tensor: object, name: str) -> None:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {tensor.dtype}")
 
 
 def _compute_dtype(params: Tensor, value: Tensor) -> torch.dtype:

@@ -11,7 +11,9 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor, nn
 
+from flowkit._validation import check_int
 from flowkit.transforms.cache import CachedTransformModule
+from flowkit.transforms.elementwise import affine_map
 
 __all__ = ["ActNorm", "BatchNorm"]
 
@@ -27,8 +29,7 @@ class _ElementwiseAffine(CachedTransformModule):
 
     def __init__(self, input_dim: int):
         super().__init__()
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
-            raise ValueError(f"input_dim: expected a positive int, got {input_dim!r}")
+        check_int(input_dim, "input_dim")
         self.input_dim = input_dim
 
     def _shift_log_scale(self, y: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -37,13 +38,15 @@ class _ElementwiseAffine(CachedTransformModule):
     def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``y = shift + exp(log_scale) * x`` and its log-determinant."""
         shift, log_scale = self._shift_log_scale(None)
-        return shift + log_scale.exp() * x, log_scale.sum(-1).expand(x.shape[:-1])
+        y, _ = affine_map(x, shift, log_scale.exp(), log_scale, inverse=False)
+        return y, log_scale.sum(-1).expand(x.shape[:-1])
 
     def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``x = (y - shift) / exp(log_scale)`` (the normalising direction) and the
         log-determinant of the forward map."""
         shift, log_scale = self._shift_log_scale(y)
-        return (y - shift) * (-log_scale).exp(), log_scale.sum(-1).expand(y.shape[:-1])
+        x, _ = affine_map(y, shift, log_scale.exp(), log_scale, inverse=True)
+        return x, log_scale.sum(-1).expand(y.shape[:-1])
 
     def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         """The log-scale the inverse would use for ``y``."""
@@ -140,9 +143,14 @@ class ActNorm(_ElementwiseAffine):
         # A Python copy of the flag, so the training-mode check never reads the buffer back
         # from the device (nor splits a torch.compile graph); load_state_dict refreshes it.
         self._initialized = False
-        self.register_load_state_dict_post_hook(ActNorm._sync_from_buffers)  # a function, so it pickles
+        self.register_load_state_dict_post_hook(_sync_after_load)
 
-    def _sync_from_buffers(self, incompatible_keys=None) -> None:
+    @property
+    def is_initialized(self) -> bool:
+        """Whether it has initialised from data (the ``initialized`` buffer, as a Python bool)."""
+        return self._initialized
+
+    def sync_from_buffers(self) -> None:
         """Refreshes the Python copy of the flag after the buffer was overwritten (by
         ``load_state_dict``, or by ``DistributedDataParallel`` copying rank 0's)."""
         self._initialized = bool(self.initialized)
@@ -167,3 +175,8 @@ class ActNorm(_ElementwiseAffine):
                 self.initialized.fill_(True)
             self._initialized = True
         return super()._inverse_and_log_det(y)
+
+
+def _sync_after_load(act_norm: ActNorm, incompatible_keys: object) -> None:
+    """``load_state_dict``'s post hook (a module-level function, so that ActNorm pickles)."""
+    act_norm.sync_from_buffers()
