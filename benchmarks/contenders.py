@@ -5,8 +5,9 @@ base. Each step's conditioner is a MADE with the given hidden widths (ReLU, no d
 input-to-output connections), and the order of the inputs is reversed from one step to the
 next. What each library does in its own way, and so differs:
 
-* **flowkit**: ``flowkit.maf`` / ``flowkit.iaf``; reversals are ``Permute`` layers; scale
-  ``softplus(u + c) + 1e-3`` (``c`` makes ``u = 0`` the identity); last MADE layer
+* **flowkit**: ``flowkit.maf`` / ``flowkit.iaf``; reversals are ``Permute`` layers; the MAF
+  scores data by ``x = (y - mu) * s`` and the IAF samples by ``y = mu + s * x``, each with
+  ``s = softplus(u + c) + 1e-3`` (``c`` makes ``u = 0`` the identity); last MADE layer
   initialised near zero.
 * **Pyro**: ``AffineAutoregressive(AutoRegressiveNN)``, used as is for IAF and inverted
   (``.inv``) for MAF; the reversals are the conditioners' own ``permutation`` (natural,

@@ -12,20 +12,27 @@ are kept; the test NLL is that of the kept weights. Datasets:
   statistics; the 13 rows whose concavity features are exactly 0 (a point mass that a
   density can exploit without bound) are left out;
 * **digits** (64-D): scikit-learn's 8x8 digits, 17 grey levels, dequantised with uniform
-  noise and logit-transformed as in the MAF paper; the NLL is reported in the original
-  pixel space (see ``Digits``);
+  noise and logit-transformed as in the MAF paper, then standardised with the training
+  logits' statistics (so that the splines' [-5, 5] holds most values); the NLL is reported
+  in the original pixel space (see ``Digits``);
 * **MADE UCI** (binary): the MADE paper's dna, mushrooms and nips files, if present in
   ``--made-uci-dir``; a BernoulliMADE (one hidden layer, direct connections, one mask)
   through the same loop, beside the paper's Table 1.
 
     python benchmarks/quality.py                           # all of it (about 10 minutes on 2 cores)
     python benchmarks/quality.py --quick --page /tmp/b.md  # tiny smoke run, seconds
+    python benchmarks/quality.py --seeds 0 1 2 --made-uci  # the flows over three seeds
+
+With several ``--seeds`` every model is trained once per seed (data split, weights,
+minibatches and noise all follow it), and each cell gives the mean over the seeds of the
+mean and of the median test NLL, and the worst single test row over all seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -136,7 +143,7 @@ class Budget:
 class Outcome:
     """What training one model gave: the mean and median test NLL of the kept weights (data
     space), the step they come from, the wall time, the step where the loss became
-    non-finite (if it did) and the model's parameter count."""
+    non-finite (if it did), the model's parameter count and the NLL of the worst test row."""
 
     test_nll: float
     test_median: float
@@ -144,6 +151,31 @@ class Outcome:
     seconds: float
     diverged_at: int | None = None
     parameters: int = 0
+    worst: float = math.nan
+
+
+def combine(outcomes: list[Outcome]) -> Outcome:
+    """One outcome for several seeds: the means of the mean and median NLLs, of the best
+    step and of the time; the worst row over all seeds; the first non-finite step."""
+    diverged = [o.diverged_at for o in outcomes if o.diverged_at is not None]
+    return Outcome(
+        test_nll=sum(o.test_nll for o in outcomes) / len(outcomes),
+        test_median=sum(o.test_median for o in outcomes) / len(outcomes),
+        best_step=round(sum(o.best_step for o in outcomes) / len(outcomes)),
+        seconds=sum(o.seconds for o in outcomes) / len(outcomes),
+        diverged_at=min(diverged) if diverged else None,
+        parameters=outcomes[0].parameters,
+        worst=max(o.worst for o in outcomes),
+    )
+
+
+def combine_tasks(tasks: list[Task]) -> Task:
+    """The first seed's task, with every seed's test log-Jacobians (so that ``nll_offset``
+    is the mean over the seeds, all of whose test sets have one size)."""
+    first = tasks[0]
+    if first.test_log_jacobian is None:
+        return first
+    return dataclasses.replace(first, test_log_jacobian=torch.cat([t.test_log_jacobian for t in tasks]))
 
 
 # ------------------------------------------------------------------ datasets
@@ -189,12 +221,23 @@ class Digits:
 
 
 def digits_task(test_draws: int, seed: int) -> Task:
+    """Digits in standardised logit space: logits (``Digits``), then each pixel shifted and
+    scaled by the mean and standard deviation of the training logits (one noise draw), as
+    breast_cancer is standardised. The logits of the always-blank border pixels lie in
+    [-13.8, -2.8], outside a spline's [-5, 5]; standardised, most values lie inside."""
     splits = flowkit.datasets.load_digits(binarize=False, seed=seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    valid = Digits.to_logit(splits.valid, generator)
-    test = Digits.to_logit(splits.test.repeat(test_draws, 1), generator)
-    log_jacobian = Digits.log_jacobian(test.double())
-    return Task("digits", splits.train, valid, test, to_model=Digits.to_logit, test_log_jacobian=log_jacobian)
+    train_logits = Digits.to_logit(splits.train, generator)
+    mean, std = train_logits.mean(0), train_logits.std(0)
+
+    def to_model(pixels: Tensor, generator: torch.Generator) -> Tensor:
+        return (Digits.to_logit(pixels, generator) - mean) / std
+
+    valid = to_model(splits.valid, generator)
+    test_logits = Digits.to_logit(splits.test.repeat(test_draws, 1), generator)
+    test = (test_logits - mean) / std
+    log_jacobian = Digits.log_jacobian(test_logits.double()) - std.double().log().sum()
+    return Task("digits", splits.train, valid, test, to_model=to_model, test_log_jacobian=log_jacobian)
 
 
 def moons_task(num_train: int, seed: int) -> Task:
@@ -262,17 +305,17 @@ def train(module: nn.Module, log_prob: Callable[[Tensor], Tensor], task: Task, b
     seconds = time.perf_counter() - start
     module.load_state_dict(best_state)
     nlls = task.test_nlls(log_prob)
-    return Outcome(nlls.mean().item(), nlls.median().item(), best_step, seconds, diverged_at)
+    return Outcome(nlls.mean().item(), nlls.median().item(), best_step, seconds, diverged_at, worst=nlls.max().item())
 
 
-def gaussian_nll(task: Task, generator: torch.Generator) -> tuple[float, float]:
-    """Mean and median test NLL (data space) of a Gaussian with the training rows' mean and
-    covariance."""
+def gaussian_nll(task: Task, generator: torch.Generator) -> Outcome:
+    """Mean, median and worst test NLL (data space) of a Gaussian with the training rows'
+    mean and covariance."""
     x = task.to_model(task.train, generator).double()
     covariance = torch.cov(x.T).reshape(task.dim, task.dim) + 1e-6 * torch.eye(task.dim, dtype=x.dtype)
     gaussian = torch.distributions.MultivariateNormal(x.mean(0), covariance)
     nlls = task.test_nlls(lambda x: gaussian.log_prob(x.double()))
-    return nlls.mean().item(), nlls.median().item()
+    return Outcome(nlls.mean().item(), nlls.median().item(), 0, 0.0, worst=nlls.max().item())
 
 
 def flow_hidden(dim: int, args: argparse.Namespace) -> list[int]:
@@ -320,26 +363,35 @@ def outcome_cell(outcome: Outcome) -> str:
     return nll_cell(outcome.test_nll, outcome.test_median, outcome.diverged_at)
 
 
-def flow_tables(tasks: list[Task], results: dict[str, dict[str, Outcome]], gaussians: dict[str, tuple[float, float]],
+def worst_cell(outcome: Outcome) -> str:
+    return f"{outcome.worst:.4g}"
+
+
+def flow_tables(tasks: list[Task], results: dict[str, dict[str, Outcome]], gaussians: dict[str, Outcome],
                 args: argparse.Namespace) -> str:  # fmt: skip
-    nll_rows, train_rows = [], []
+    nll_rows, worst_rows, train_rows = [], [], []
     keys = [model_key(*model) for model in models(args)]
     for task in tasks:
         outcomes = results[task.name]
         sizes = f"{len(task.train)} / {len(task.valid)} / {len(task.test)}"
         hidden = "-".join(map(str, flow_hidden(task.dim, args)))
         nll_rows.append([task.name, task.dim, sizes] + [outcome_cell(outcomes[key]) for key in keys]
-                        + [nll_cell(*gaussians[task.name])])  # fmt: skip
+                        + [outcome_cell(gaussians[task.name])])  # fmt: skip
+        worst_rows.append([task.name] + [worst_cell(outcomes[key]) for key in keys] + [worst_cell(gaussians[task.name])])
         train_rows.append([task.name, hidden] + [
             f"{outcomes[key].parameters}, step {outcomes[key].best_step}, {outcomes[key].seconds:.0f} s"
             for key in keys
         ])  # fmt: skip
     names = keys
+    seeds = "" if len(args.seeds) == 1 else f", each the mean over seeds {', '.join(map(str, args.seeds))}"
     return "\n\n".join([
-        "**Test NLL**, mean (median) over the test rows, nats per example, lower is better; digits in pixel "
-        "space, nats per image. Rows: train / valid / test (digits test: dequantised copies of each test image).",
+        f"**Test NLL**, mean (median) over the test rows{seeds}, nats per example, lower is better; digits in "
+        "pixel space, nats per image. Rows: train / valid / test (digits test: dequantised copies of each test "
+        "image).",
         markdown_table(["dataset", "D", "rows"] + names + ["Gaussian"], nll_rows),
-        "**Training**: parameters, step of the kept (best validation) weights, training time.",
+        "**Worst test row**: the largest NLL of a single test row (over all seeds), nats.",
+        markdown_table(["worst row of"] + names + ["Gaussian"], worst_rows),
+        "**Training**: parameters, step of the kept (best validation) weights, training time (means over seeds).",
         markdown_table(["dataset", "hidden"] + names, train_rows),
     ])
 
@@ -353,7 +405,7 @@ def digits_table(task: Task, outcomes: dict[str, Outcome], gaussian: float) -> s
     rows.append(row("Gaussian", gaussian, f"{gaussian - task.nll_offset:.2f}"))
     rows.append(row("uniform over 17 levels", Digits.uniform_nll(task.dim), "-"))
     return "\n\n".join([
-        f"**Digits**: NLL of the logits (what the flows model) and of the pixels (nats per image, bits per "
+        f"**Digits**: NLL of the standardised logits (what the flows model) and of the pixels (nats per image, bits per "
         f"pixel). The pixel NLL is the logit NLL minus the mean log-Jacobian of the transform over the test "
         f"images, {-task.nll_offset:.2f} nats.",
         markdown_table(["model", "NLL logit space", "NLL pixels (nats)", "bits/pixel"], rows),
@@ -375,7 +427,7 @@ def made_table(results: dict[str, tuple[Task, Outcome]], hidden: int) -> str:
     ])
 
 
-def plot(tasks: list[Task], results: dict, gaussians: dict[str, tuple[float, float]], made: dict, path: Path,
+def plot(tasks: list[Task], results: dict, gaussians: dict[str, Outcome], made: dict, path: Path,
          keys: list[str]) -> None:  # fmt: skip
     """Mean test NLL as bars and the median as dots: one panel per flow dataset (with the
     Gaussian), one per MADE dataset (with the paper's mean), three panels to a row so that
@@ -390,7 +442,7 @@ def plot(tasks: list[Task], results: dict, gaussians: dict[str, tuple[float, flo
         ax.remove()
     for ax, task in zip(axes, tasks):
         scores = [(results[task.name][key].test_nll, results[task.name][key].test_median) for key in keys]
-        scores.append(gaussians[task.name])
+        scores.append((gaussians[task.name].test_nll, gaussians[task.name].test_median))
         title = f"{task.name} (D={task.dim})"
         if task.name == "digits":
             title += f"\nuniform: {Digits.uniform_nll(task.dim):.1f}"
@@ -444,7 +496,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--made-hidden", type=int, default=500, help="BernoulliMADE's hidden width (the paper's)")
     parser.add_argument("--moons-rows", type=int, default=8000, help="training rows (valid: a quarter, test: as many)")
     parser.add_argument("--test-draws", type=int, default=10, help="dequantised copies of each digits test image")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="train every model once per seed; tables give means over the seeds")  # fmt: skip
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -452,7 +505,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.steps, args.batch_size, args.eval_every, args.transforms = 20, 32, 10, 2
         args.hidden, args.made_hidden, args.moons_rows, args.test_draws = 64, 16, 256, 1
     args.page = page_to_write(args)
+    args.seed = args.seeds[0]  # the seed of the current run; main sets each in turn
     return args
+
+
+def run_seeds(args: argparse.Namespace, budget: Budget) -> tuple[list[Task], dict, dict, dict]:
+    """Every model on every dataset once per seed in ``args.seeds``, combined over the
+    seeds: ``(tasks, flow outcomes, Gaussian outcomes, MADE outcomes)``."""
+    runs = []
+    for seed in args.seeds:
+        args.seed = seed
+        tasks = flow_tasks(args.datasets, args)
+        results = {task.name: run_flows(task, args, budget) for task in tasks}
+        gaussians = {task.name: gaussian_nll(task, torch.Generator().manual_seed(seed)) for task in tasks}
+        runs.append((tasks, results, gaussians, run_made_uci(args.made_uci_dir, args, budget)))
+    tasks = [combine_tasks([run[0][i] for run in runs]) for i in range(len(runs[0][0]))]
+    results = {task.name: {key: combine([run[1][task.name][key] for run in runs]) for key in runs[0][1][task.name]}
+               for task in tasks}  # fmt: skip
+    gaussians = {task.name: combine([run[2][task.name] for run in runs]) for task in tasks}
+    made = {name: (task, combine([run[3][name][1] for run in runs])) for name, (task, _) in runs[0][3].items()}
+    return tasks, results, gaussians, made
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -463,19 +535,16 @@ def main(argv: list[str] | None = None) -> None:
         f"Measured on {machine()}; {library_versions()}. Every model: {budget.steps} Adam steps, lr {budget.lr}, batch "
         f"{budget.batch_size}, validation every {budget.eval_every} steps, best validation weights kept; "
         f"{args.transforms} MAF steps ({' and '.join(args.bijections)}; splines: 8 bins on [-5, 5]), float32, "
-        f"seed {args.seed}."
+        f"seed{'s' if len(args.seeds) > 1 else ''} {', '.join(map(str, args.seeds))}."
     )
     print(setup + "\n")
-    tasks = flow_tasks(args.datasets, args)
-    results = {task.name: run_flows(task, args, budget) for task in tasks}
-    gaussians = {task.name: gaussian_nll(task, torch.Generator().manual_seed(args.seed)) for task in tasks}
-    made = run_made_uci(args.made_uci_dir, args, budget)
+    tasks, results, gaussians, made = run_seeds(args, budget)
     parts = [setup]
     if tasks:
         parts.append(flow_tables(tasks, results, gaussians, args))
     digits = [task for task in tasks if task.name == "digits"]
     if digits:
-        parts.append(digits_table(digits[0], results["digits"], gaussians["digits"][0]))
+        parts.append(digits_table(digits[0], results["digits"], gaussians["digits"].test_nll))
     if made:
         parts.append(made_table(made, args.made_hidden))
     else:

@@ -215,6 +215,26 @@ def test_digits_log_jacobian_matches_autograd():
 
 
 # ------------------------------------------------------------------ --quick runs
+def test_outcomes_over_seeds_average_the_nlls_and_keep_the_worst_row():
+    outcomes = [quality.Outcome(2.0, 1.0, 100, 4.0, worst=50.0, parameters=7),
+                quality.Outcome(4.0, 3.0, 300, 6.0, diverged_at=9, worst=20.0, parameters=7)]  # fmt: skip
+    combined = quality.combine(outcomes)
+    assert (combined.test_nll, combined.test_median, combined.best_step, combined.seconds) == (3.0, 2.0, 200, 5.0)
+    assert (combined.worst, combined.diverged_at, combined.parameters) == (50.0, 9, 7)
+
+
+def test_digits_are_standardised_and_their_log_jacobian_counts_it():
+    task = quality.digits_task(test_draws=1, seed=0)
+    inside = (task.valid.abs() <= 5).float().mean().item()
+    assert inside > 0.99 and task.valid.mean(0).abs().max() < 0.5, inside
+    # The offset is that of the logits plus the standardisation's sum of log std.
+    logits = quality.Digits.to_logit(task.train, torch.Generator().manual_seed(1))
+    std = logits.std(0).double()
+    test_logits = task.test.double() * std + logits.mean(0).double()
+    expected = quality.Digits.log_jacobian(test_logits) - std.log().sum()
+    torch.testing.assert_close(task.test_log_jacobian, expected, rtol=0, atol=1e-3)
+
+
 def test_speed_quick(tmp_path):
     page = tmp_path / "benchmarks.md"
     docs_page = REPO / "docs" / "benchmarks.md"
@@ -264,12 +284,15 @@ def test_quality_quick(tmp_path):
     ).stdout  # fmt: skip
     assert f"skipping mushrooms: no file {data / 'mushrooms.npz'}" in stdout, stdout
 
-    nll = {row["dataset"]: row for row in table_with(stdout, "Gaussian")}
+    [nll_table] = [t for t in markdown_tables(stdout) if "Gaussian" in t[0] and "rows" in t[0]]
+    nll = {row[0]: dict(zip(nll_table[0], row, strict=True)) for row in nll_table[1:]}
     assert set(nll) == {"moons", "breast_cancer", "digits"}, stdout
-    for row in nll.values():
+    worst = {row["worst row of"]: row for row in table_with(stdout, "worst row of")}
+    for dataset, row in nll.items():
         for name in LIBRARY_NAMES + SPLINE_NAMES + ["Gaussian"]:
             mean, median = (float(v) for v in re.fullmatch(r"(\S+) \((\S+)\)", row[name]).groups())
             assert math.isfinite(mean) and math.isfinite(median), row
+            assert number(worst[dataset][name]) >= mean - 1e-3 * abs(mean), (row, worst[dataset])
 
     digits = {row["model"]: row for row in table_with(stdout, "bits/pixel")}
     uniform = digits["uniform over 17 levels"]

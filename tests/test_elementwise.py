@@ -12,13 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from flowkit.transforms import affine_iaf, affine_maf
+from flowkit.transforms import AffineIAF, AffineMAF, affine_iaf, affine_maf
 from flowkit.transforms.elementwise import Affine, GatedAffine, RationalQuadraticSpline
 from helpers import perturb_
 
 D = 3
 BIJECTIONS = {
     "affine": Affine(),
+    "affine_inverse_scale": Affine(inverse_scale=True),
     "gated": GatedAffine(),
     "spline": RationalQuadraticSpline(bins=5, bound=3.0),
     "spline_per_input": RationalQuadraticSpline(bins=4, bound=[1.0, 2.5, 4.0]),
@@ -344,6 +345,7 @@ def test_density_of_a_pushed_normal_integrates_to_one_in_1d(bijection, seed):
 
 TWO_D = {
     "affine": Affine(),
+    "affine_inverse_scale": Affine(inverse_scale=True),
     "gated": GatedAffine(),
     "spline": RationalQuadraticSpline(bins=5, bound=3.0),
     "spline_per_input": RationalQuadraticSpline(bins=6, bound=[2.0, 3.5]),
@@ -380,7 +382,9 @@ def test_bfloat16_autocast_runs_and_stays_finite(bijection, input_dtype):
 
 
 # ------------------------------------------------------------------- today's affine maps
-AFFINE_OPTIONS = [Affine(), Affine(scale_floor=0.05), GatedAffine(), GatedAffine(sigmoid_bias=-0.5)]
+AFFINE_OPTIONS = [
+    Affine(), Affine(scale_floor=0.05), Affine(inverse_scale=True), GatedAffine(), GatedAffine(sigmoid_bias=-0.5)
+]
 
 
 def transform_options(bijection):
@@ -389,15 +393,24 @@ def transform_options(bijection):
     return {"stable": False, "scale_floor": bijection.scale_floor}
 
 
+def affine_transforms(bijection, options):
+    """An AffineMAF and an AffineIAF for ``bijection`` (the builders, then the class itself
+    for ``inverse_scale``, which the builders leave at its default)."""
+    maf = affine_maf(D, hidden_dims=[16], seed=0, **options)
+    iaf = affine_iaf(D, hidden_dims=[16], seed=1, **options)
+    if getattr(bijection, "inverse_scale", False):
+        maf = AffineMAF(maf.made, inverse_scale=True)
+        iaf = AffineIAF(iaf.made, inverse_scale=True)
+    return maf, iaf
+
+
 @pytest.mark.parametrize("bijection", AFFINE_OPTIONS, ids=repr)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_affine_maps_equal_todays_maf_and_iaf_bit_for_bit(bijection, dtype):
     """The one-pass directions of AffineMAF (inverse) and AffineIAF (forward) on the same
     MADE output; the sequential MAF forward to 1e-12 (its MADE outputs are summed in
     another order)."""
-    options = transform_options(bijection)
-    maf = affine_maf(D, hidden_dims=[16], seed=0, **options).to(dtype)
-    iaf = affine_iaf(D, hidden_dims=[16], seed=1, **options).to(dtype)
+    maf, iaf = (t.to(dtype) for t in affine_transforms(bijection, transform_options(bijection)))
     perturb_(maf.made), perturb_(iaf.made, seed=1)
     y = torch.randn(6, D, generator=generator(2), dtype=dtype)
     x_ref, log_det_ref = maf.inverse_and_log_det(y)
@@ -426,10 +439,30 @@ def test_affine_maps_follow_their_documented_formulas(bijection):
     else:
         c = math.log(math.expm1(1 - bijection.scale_floor))
         scale = torch.log1p(torch.exp(u + c)) + bijection.scale_floor
+        if bijection.inverse_scale:  # the softplus gives 1 / sigma
+            scale = 1 / scale
         expected = mu + scale * x
     y, log_det = bijection.forward(params, x)
     torch.testing.assert_close(y, expected, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(log_det, scale.log(), atol=1e-12, rtol=1e-12)
+
+
+def test_inverse_scale_amplifies_scored_points_linearly_not_exponentially_in_the_raw_scale():
+    """A MAF scores data by the inverse, x = (y - mu) / sigma. The default's factor 1 / sigma
+    reaches its cap 1 / floor = 1000 already at u = -20; with inverse_scale, the factor at
+    u = -20 is the floor (it shrinks) and at u = +20 about 20: linear in u."""
+    y = torch.ones(1, dtype=torch.float64)
+    def factor(bijection, u):
+        return bijection.inverse(torch.tensor([[0.0], [u]], dtype=torch.float64), y)[0].item()
+    assert factor(Affine(), -20.0) == pytest.approx(1000, rel=1e-5)
+    assert factor(Affine(inverse_scale=True), -20.0) == pytest.approx(1e-3, rel=1e-4)
+    c = math.log(math.expm1(1 - 1e-3))
+    assert factor(Affine(inverse_scale=True), 20.0) == pytest.approx(20 + c + 1e-3, rel=1e-6)
+
+
+def test_inverse_scale_must_be_a_bool():
+    with pytest.raises(TypeError, match="^inverse_scale:"):
+        Affine(inverse_scale=1)
 
 
 # ------------------------------------------------------------------------------ errors
@@ -496,3 +529,4 @@ def test_repr_lists_the_options():
         "min_derivative=0.001)"
     )
     assert repr(Affine()) == "Affine(scale_floor=0.001)"
+    assert repr(Affine(inverse_scale=True)) == "Affine(scale_floor=0.001, inverse_scale=True)"

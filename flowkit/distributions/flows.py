@@ -216,7 +216,9 @@ class _StepFactory:
         conditional = made.context_dim > 0
         affine = self.conditional_affine if conditional else self.affine
         if isinstance(bijection, Affine):
-            return affine(made, stable=False, scale_floor=bijection.scale_floor)
+            return affine(
+                made, stable=False, scale_floor=bijection.scale_floor, inverse_scale=bijection.inverse_scale
+            )
         if isinstance(bijection, GatedAffine):
             return affine(made, stable=True, sigmoid_bias=bijection.sigmoid_bias)
         return (self.conditional if conditional else self.plain)(made, bijection)
@@ -267,7 +269,11 @@ def _build(
         raise ValueError(f"permutation: expected 'reversed', 'random' or None, got {permutation!r}")
     if base not in ("normal", "mog"):
         raise ValueError(f"base: expected 'normal' or 'mog', got {base!r}")
-    bijection = as_bijection(bijection)
+    # A MAF's affine steps put the softplus on the scale of its density direction (see Affine).
+    if make_step is _MAF_STEPS and bijection == "affine":
+        bijection = Affine(inverse_scale=True)
+    else:
+        bijection = as_bijection(bijection)
     conditioner = _resolve_conditioner(conditioner, hidden_dims)
     generator = make_generator(seed)
     layers: list[nn.Module] = []
@@ -308,7 +314,7 @@ def maf(
     num_components: int = 5,
     seed: int | None = None,
 ) -> Flow:
-    """A masked autoregressive flow (Papamakarios et al. 2017): ``num_transforms``
+    r"""A masked autoregressive flow (Papamakarios et al. 2017): ``num_transforms``
     [`MAF`][flowkit.transforms.MAF] steps with permutations (and optionally batch norm
     or ActNorm) between them. Fast density, sequential sampling: the choice for density
     estimation.
@@ -331,7 +337,11 @@ def maf(
             ``Affine(scale_floor=0.05)``, ``GatedAffine()`` or
             ``RationalQuadraticSpline(bins=8, bound=5.0)``, or one of the names
             ``"affine"`` (the default), ``"gated"``, ``"spline"``
-            ([`as_bijection`][flowkit.transforms.as_bijection]). Affine bijections give
+            ([`as_bijection`][flowkit.transforms.as_bijection]). For a MAF, ``"affine"``
+            is ``Affine(inverse_scale=True)``: the softplus gives the factor that scores
+            data, \(x = (y - \mu)\,s\), so that it grows linearly, not exponentially, in
+            the MADE's output, and a test row far from the training data is not amplified
+            a thousandfold per step. Affine bijections give
             [`AffineMAF`][flowkit.transforms.AffineMAF] steps.
         conditioner: The options of every step's MADE, a
             [`MADEConfig`][flowkit.nn.MADEConfig] (``activation``, ``residual``,

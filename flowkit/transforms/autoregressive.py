@@ -277,10 +277,13 @@ class ConditionalIAF(_ConditionalMaskedAutoregressive):
 
 
 # ------------------------------------------------------------ the affine flows, by name
-def _affine_bijection(stable: bool, scale_floor: float, sigmoid_bias: float) -> ElementwiseBijection:
+def _affine_bijection(
+    stable: bool, scale_floor: float, sigmoid_bias: float, inverse_scale: bool = False
+) -> ElementwiseBijection:
     if not isinstance(stable, bool):
         raise TypeError(f"stable: expected a bool, got {type(stable).__name__}")
-    affine = Affine(scale_floor)  # checks scale_floor even when stable, as these classes always did
+    # checks scale_floor even when stable, as these classes always did
+    affine = Affine(scale_floor, inverse_scale=inverse_scale)
     return GatedAffine(sigmoid_bias) if stable else affine
 
 
@@ -299,6 +302,8 @@ class AffineMAF(MAF):
             [`Affine`][flowkit.transforms.elementwise.Affine].
         scale_floor: The smallest scale (not used when ``stable``).
         sigmoid_bias: The gate's bias when ``stable``; 2 keeps most of ``x`` at first.
+        inverse_scale: The softplus gives \(1 / \sigma\) instead of \(\sigma\) (see
+            [`Affine`][flowkit.transforms.elementwise.Affine]; not used when ``stable``).
 
     Examples:
         >>> maf = affine_maf(3, hidden_dims=[16], seed=0)
@@ -315,8 +320,10 @@ class AffineMAF(MAF):
         stable: bool = False,
         scale_floor: float = 1e-3,
         sigmoid_bias: float = 2.0,
+        *,
+        inverse_scale: bool = False,
     ):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias), context)
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale), context)
 
 
 class AffineIAF(IAF):
@@ -339,13 +346,22 @@ class AffineIAF(IAF):
         stable: bool = False,
         scale_floor: float = 1e-3,
         sigmoid_bias: float = 2.0,
+        *,
+        inverse_scale: bool = False,
     ):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias), context)
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale), context)
 
 
 class _ConditionalAffine(_ConditionalMaskedAutoregressive):
-    def __init__(self, made: MADE, stable: bool = False, scale_floor: float = 1e-3, sigmoid_bias: float = 2.0):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias))
+    def __init__(
+        self,
+        made: MADE,
+        stable: bool = False,
+        scale_floor: float = 1e-3,
+        sigmoid_bias: float = 2.0,
+        inverse_scale: bool = False,
+    ):
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale))
 
 
 class ConditionalAffineMAF(_ConditionalAffine):
@@ -357,6 +373,7 @@ class ConditionalAffineMAF(_ConditionalAffine):
         stable: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
         scale_floor: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
         sigmoid_bias: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
+        inverse_scale: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
     """
 
     transform_class = AffineMAF

@@ -178,8 +178,22 @@ class Affine(ElementwiseBijection):
     [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF]
     (``stable=False``) bit for bit, in the dtype of the arguments.
 
+    With ``inverse_scale=True`` the softplus gives \(1 / \sigma\) instead,
+    \(x = (y - \mu)\,(\mathrm{softplus}(u + c) + \sigma_{\min})\), as nflows' and
+    zuko's masked affine steps parameterise their data-to-noise direction. The two differ
+    in which side of the softplus is exponential. A MAF scores data by \(x = (y - \mu) /
+    \sigma\): with the default, \(1 / \sigma\) reaches its cap \(1 / \sigma_{\min}\)
+    exponentially fast as \(u \to -\infty\) (\(u \approx -7\) multiplies a deviation by
+    about 1000), so a conditioner that learns a near-deterministic relation between columns
+    amplifies every test row that breaks it a thousandfold per step. With
+    ``inverse_scale=True`` that factor grows only linearly in \(u\), while the shrinking
+    side, whose cost in log-density is bounded, is the fast one.
+
     Args:
-        scale_floor: \(\sigma_{\min}\), the smallest scale, in (0, 1).
+        scale_floor: \(\sigma_{\min}\), the smallest scale (of \(1 / \sigma\) with
+            ``inverse_scale``), in (0, 1).
+        inverse_scale: Whether the softplus gives \(1 / \sigma\) rather than \(\sigma\);
+            [`maf`][flowkit.distributions.flows.maf]'s default ``"affine"`` steps use it.
 
     Examples:
         >>> params = torch.tensor([[1.0], [0.0]])  # mu = 1, u = 0: scale 1 (up to rounding)
@@ -188,10 +202,13 @@ class Affine(ElementwiseBijection):
         (True, True)
     """
 
-    def __init__(self, scale_floor: float = 1e-3):
+    def __init__(self, scale_floor: float = 1e-3, *, inverse_scale: bool = False):
         if isinstance(scale_floor, bool) or not isinstance(scale_floor, (int, float)) or not 0 < scale_floor < 1:
             raise ValueError(f"scale_floor: expected a float in (0, 1), got {scale_floor!r}")
+        if not isinstance(inverse_scale, bool):
+            raise TypeError(f"inverse_scale: expected a bool, got {type(inverse_scale).__name__}")
         self.scale_floor = float(scale_floor)
+        self.inverse_scale = inverse_scale
         self._softplus_shift = math.log(math.expm1(1.0 - self.scale_floor))  # u = 0 gives scale 1
 
     @property
@@ -199,19 +216,29 @@ class Affine(ElementwiseBijection):
         return 2
 
     def _shift_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, softplus(u + c) + floor)``: the scale, or its inverse with ``inverse_scale``."""
         loc, unconstrained = params.unbind(-2)
         return loc, softplus_scale(unconstrained, self.scale_floor, self._softplus_shift)
 
     def _forward(self, params: Tensor, x: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
         shift, scale = self._shift_scale(params)
+        if self.inverse_scale:  # sigma = 1 / scale, applied as a division (one rounding)
+            y = shift + x / scale
+            return y, (-scale.log()).expand(y.shape)
         return affine_map(x, shift, scale, scale.log(), inverse=False)
 
     def _inverse(self, params: Tensor, y: Tensor, column: int | None) -> tuple[Tensor, Tensor]:
         shift, scale = self._shift_scale(params)
+        if self.inverse_scale:  # x = (y - mu) * scale, without dividing by its reciprocal
+            x = (y - shift) * scale
+            return x, scale.log().expand(x.shape)
         return affine_map(y, shift, scale, scale.log(), inverse=True)
 
     def _options(self) -> dict[str, object]:
-        return {"scale_floor": self.scale_floor}
+        options: dict[str, object] = {"scale_floor": self.scale_floor}
+        if self.inverse_scale:
+            options["inverse_scale"] = True
+        return options
 
 
 class GatedAffine(ElementwiseBijection):
