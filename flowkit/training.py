@@ -264,21 +264,22 @@ def _fastest_step(optimizer: type[torch.optim.Optimizer], params: list[nn.Parame
 
 @dataclass(frozen=True)
 class _MaskSampling:
-    """The masks of one ``fit``: which MADEs draw a fresh structure before every update, from
-    which stream, and how many masks validation averages over (drawn from ``valid_seed``)."""
+    """The masks of one ``fit``: which MADEs draw a fresh structure before every update (with
+    a fresh order or not), from which stream, and the ensemble validation scores by."""
 
     mades: list[MADE]
     order: bool
     generator: torch.Generator | None
-    valid_masks: int | None
-    valid_seed: int
+    valid: _Ensemble | None
 
     @staticmethod
     def of(mades: list[MADE], resample: str | None, valid_masks: int | None, seed: int) -> _MaskSampling:
         """``seed`` is the one every process shares, so every process draws the same masks."""
         generator = make_generator(seed + _MASK_SEED_OFFSETS[0]) if resample is not None else None
         chosen = mades if resample is not None else []
-        return _MaskSampling(chosen, resample == "full", generator, valid_masks, seed + _MASK_SEED_OFFSETS[1])
+        order = resample != "connectivity"  # validation keeps the order that training keeps
+        valid = None if valid_masks is None else _Ensemble(valid_masks, seed + _MASK_SEED_OFFSETS[1], order)
+        return _MaskSampling(chosen, order, generator, valid)
 
     def before_update(self) -> None:
         for made in self.mades:
@@ -340,12 +341,10 @@ class _TrainingRun:
 
     def validate(self, x: Tensor, context: Tensor | None) -> float:
         """The validation NLL of every row, each process scoring its share; recorded in the history."""
-        masks = self.mask_sampling
         with _naming_the_data("valid", self.model):
             nll = _shared_mean_nll(
-                self.model, x, context, max(self.batch_size, 1024), self.device, self.group,
-                masks.valid_masks, masks.valid_seed,
-            )  # fmt: skip
+                self.model, x, context, max(self.batch_size, 1024), self.device, self.group, self.mask_sampling.valid
+            )
         self.history.valid_nll.append(nll)
         return nll
 
@@ -403,6 +402,7 @@ def mean_nll(
     *,
     num_masks: int | None = None,
     seed: int | None = None,
+    order: bool = True,
 ) -> float:
     """The mean negative log-likelihood of rows ``x`` under ``model`` (no gradients, eval
     mode); rows are moved to the model's device batch by batch.
@@ -416,31 +416,45 @@ def mean_nll(
             model's [`log_prob_ensemble`][flowkit.distributions.made_models.AutoregressiveMADE.log_prob_ensemble]);
             the same masks for every batch.
         seed: The seed of those masks (drawn from torch's global generator when ``None``).
+        order: Draw a fresh order for each of those masks; ``False`` keeps the active order
+            (for a model trained with ``resample_masks="connectivity"``).
     """
     check_int(num_masks, "num_masks", or_none=True)
     if num_masks is not None and not hasattr(model, "log_prob_ensemble"):
         raise ValueError(f"num_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}")
-    seed = make_generator(seed).initial_seed()  # one seed for every batch: the same masks
     device = _device_of(model)
-    total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device, num_masks, seed)
+    # One seed for every batch: the same masks.
+    ensemble = None if num_masks is None else _Ensemble(num_masks, make_generator(seed).initial_seed(), order)
+    total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device, ensemble)
     return total / len(x)
+
+
+@dataclass(frozen=True)
+class _Ensemble:
+    """Score by the ensemble of ``num_masks`` masks drawn from ``seed`` (``order``: fresh orders)."""
+
+    num_masks: int
+    seed: int
+    order: bool = True
 
 
 def _nll_sum(
     model: nn.Module, x: Tensor, context: Tensor | None, rows: Tensor, batch_size: int, device,
-    num_masks: int | None = None, seed: int = 0,
+    ensemble: _Ensemble | None = None,
 ) -> float:  # fmt: skip
-    """The summed NLL of ``rows``, under the ensemble of ``num_masks`` masks drawn from ``seed`` when given."""
+    """The summed NLL of ``rows``, under ``ensemble`` when given."""
     was_training = model.training
     model.eval()
     total = 0.0
     with torch.no_grad():
         for batch in rows.split(batch_size):
             x_batch, c_batch = _rows(x, context, batch, device)
-            if num_masks is None:
+            if ensemble is None:
                 log_prob = _log_prob(model, x_batch, c_batch)
             else:
-                log_prob = model.log_prob_ensemble(x_batch, c_batch, num_masks=num_masks, seed=seed)
+                log_prob = model.log_prob_ensemble(
+                    x_batch, c_batch, num_masks=ensemble.num_masks, seed=ensemble.seed, order=ensemble.order
+                )
             total -= log_prob.sum().item()
     model.train(was_training)
     return total
@@ -448,11 +462,11 @@ def _nll_sum(
 
 def _shared_mean_nll(
     model, x: Tensor, context: Tensor | None, batch_size: int, device, group: _ProcessGroup,
-    num_masks: int | None = None, seed: int = 0,
+    ensemble: _Ensemble | None = None,
 ) -> float:  # fmt: skip
     """The mean NLL of all rows, each process scoring its share."""
     rows = torch.arange(group.rank, len(x), group.size, device="cpu")
-    total = _nll_sum(model, x, context, rows, batch_size, device, num_masks, seed)
+    total = _nll_sum(model, x, context, rows, batch_size, device, ensemble)
     return group.sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / len(x)
 
 
