@@ -152,6 +152,7 @@ class AutoregressiveMADE(nn.Module):
                 raise ValueError("mask_indices: give mask_indices or num_masks, not both")
             check_int(num_masks, "num_masks", type_error=True)
             generator = make_generator(seed)
+            # Each call draws the next structure of the one stream.
             draws = [lambda: self.made.resample_masks(generator, order)] * num_masks
         else:
             indices = list(range(self.made.num_masks)) if mask_indices is None else list(mask_indices)

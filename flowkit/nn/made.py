@@ -160,7 +160,9 @@ class MADE(nn.Module):
         self.register_load_state_dict_post_hook(_sync_after_load)
 
     # ----------------------------------------------------------------- structure
-    def _draw_degrees(self, order, scheme: str, generator: torch.Generator, sort: bool = True):
+    def _draw_degrees(
+        self, order, scheme: str, generator: torch.Generator, sort: bool = True
+    ) -> tuple[Tensor, list[Tensor]]:
         """Input and hidden degrees of one structure (see [`draw_structure`][flowkit.nn.masks.draw_structure])."""
         # Degree-0 units see only the context; with no context they are useful only when D = 1.
         low = 0 if self.context_dim or self.input_dim == 1 else 1
