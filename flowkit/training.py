@@ -222,7 +222,9 @@ def _checked_options(
         raise ValueError("resample_masks: cannot be combined with cycle_masks=True")
     check_int(valid_masks, "valid_masks", or_none=True)
     if valid_masks is not None and not hasattr(model, "log_prob_ensemble"):
-        raise ValueError(f"valid_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}")
+        raise ValueError(
+            f"valid_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}"
+        )
     if valid_masks is not None and valid is None:
         raise ValueError("valid_masks: needs valid data")
     return mades

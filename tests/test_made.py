@@ -955,7 +955,8 @@ def test_resampled_structure_survives_state_dict_and_deepcopy():
     x = torch.randn(3, 5)
     assert torch.equal(target.raw_output(x), made.raw_output(x))
     copied = copy.deepcopy(made)
-    assert torch.equal(copied.sequential(lambda p, i: p[..., 0], (2,))[0], made.sequential(lambda p, i: p[..., 0], (2,))[0])
+    step = lambda p, i: p[..., 0]  # noqa: E731
+    assert torch.equal(copied.sequential(step, (2,))[0], made.sequential(step, (2,))[0])
 
 
 @pytest.mark.parametrize("context_dim", [0, 3])
