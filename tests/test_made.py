@@ -1015,3 +1015,17 @@ def test_bad_init_is_rejected():
         flowkit.MADEConfig(init="xavier")
     with pytest.raises(ValueError, match="init: expected one of"):
         MaskedLinear(torch.ones(2, 2, dtype=torch.bool), init="xavier")
+
+
+def test_state_dict_keys_change_only_once_masks_are_resampled():
+    made = resampling_made()
+    keys = set(made.state_dict())
+    assert not any(key.startswith("sampled_") for key in keys)
+    made.resample_masks(torch.Generator().manual_seed(0))
+    assert set(made.state_dict()) - keys == {"sampled_order", "sampled_hidden_degrees_0", "sampled_hidden_degrees_1"}
+    resampled = made.state_dict()
+    fresh = resampling_made(seed=1)
+    fresh.load_state_dict(resampled)  # strict: the buffers are added
+    assert fresh.active_mask == -1 and torch.equal(fresh.permutation, made.permutation)
+    fresh.load_state_dict(resampling_made(seed=2).state_dict())  # strict: and dropped again
+    assert set(fresh.state_dict()) == keys and fresh.active_mask == 0

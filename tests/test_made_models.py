@@ -839,9 +839,9 @@ def test_ensemble_of_fresh_masks_is_the_log_mean_exp_of_each_masks_log_prob():
 def test_ensemble_of_fresh_masks_restores_the_masks():
     model = BernoulliMADE(5, [16], num_masks=2, order="random", seed=0)
     model.made.set_mask(1)
-    before = [m.clone() for m in model.made.masks()]
+    before, keys = [m.clone() for m in model.made.masks()], set(model.state_dict())
     model.log_prob_ensemble(data_for("bernoulli", (3,), input_dim=5), num_masks=4, seed=0)
-    assert model.made.active_mask == 1
+    assert model.made.active_mask == 1 and set(model.state_dict()) == keys
     assert all(torch.equal(a, b) for a, b in zip(before, model.made.masks()))
 
 

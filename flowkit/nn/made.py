@@ -149,14 +149,10 @@ class MADE(nn.Module):
         for layer in range(len(self.hidden_dims)):
             self.register_buffer(f"hidden_degrees_{layer}", torch.stack([s[1][layer] for s in sets]).to(device))
         self.register_buffer("mask_index", torch.zeros((), dtype=torch.long, device=device))
-        # The structure resample_masks drew last (set 0's until then): buffers, so that
-        # the state_dict and DistributedDataParallel carry it.
-        self.register_buffer("sampled_order", self.orders[0].clone())
-        for layer in range(len(self.hidden_dims)):
-            self.register_buffer(f"sampled_hidden_degrees_{layer}", sets[0][1][layer].to(device))
         self._active_mask = 0
         self._plans = [SequentialPlan.of(*s) for s in sets]
         self._sampled_plan: SequentialPlan | None = None  # built when the sequential pass needs it
+        self.register_load_state_dict_pre_hook(_sampled_buffers_as_saved)
         self.register_load_state_dict_post_hook(_sync_after_load)
 
     # ----------------------------------------------------------------- structure
@@ -272,6 +268,7 @@ class MADE(nn.Module):
         """
         kept = self.permutation.cpu() if not order else "random"
         input_degrees, hidden = self._draw_degrees(kept, "uniform", generator, sort=False)
+        self._add_sampled_buffers()
         self._install_masks(self._mask_chain(input_degrees, hidden))
         self.sampled_order.copy_(M.order_from_degrees(input_degrees))
         for layer, degrees in enumerate(hidden):
@@ -294,7 +291,8 @@ class MADE(nn.Module):
         """
         layers = self._masked_layers()
         masks = [layer.mask.clone() for layer in layers]
-        sampled = {name: getattr(self, name).clone() for name in self._sampled_buffer_names()}
+        had_sampled = self._has_sampled_buffers()
+        sampled = {name: getattr(self, name).clone() for name in self._sampled_buffer_names()} if had_sampled else {}
         active, plan = self._active_mask, self._sampled_plan
         try:
             yield
@@ -303,6 +301,8 @@ class MADE(nn.Module):
                 layer.set_mask(mask)
             for name, saved in sampled.items():
                 getattr(self, name).copy_(saved)
+            if not had_sampled:
+                self._drop_sampled_buffers()
             self.mask_index.fill_(active)
             self._active_mask, self._sampled_plan = active, plan
 
@@ -311,8 +311,26 @@ class MADE(nn.Module):
         skip = [self.skip_layer] if self.skip_layer is not None else []
         return [self.input_layer, *self.hidden_layers, self.output_layer, *skip]
 
+    # The structure resample_masks drew last lives in buffers (so that permutation, the
+    # state_dict and DistributedDataParallel see it), registered at the first draw only:
+    # the state_dict of a MADE that never resampled keeps the keys it always had.
     def _sampled_buffer_names(self) -> list[str]:
         return ["sampled_order", *(f"sampled_hidden_degrees_{layer}" for layer in range(len(self.hidden_dims)))]
+
+    def _has_sampled_buffers(self) -> bool:
+        return "sampled_order" in self._buffers
+
+    def _add_sampled_buffers(self) -> None:
+        if self._has_sampled_buffers():
+            return
+        device = self.mask_index.device
+        self.register_buffer("sampled_order", torch.zeros(self.input_dim, dtype=torch.long, device=device))
+        for layer, width in enumerate(self.hidden_dims):
+            self.register_buffer(f"sampled_hidden_degrees_{layer}", torch.zeros(width, dtype=torch.long, device=device))
+
+    def _drop_sampled_buffers(self) -> None:
+        for name in self._sampled_buffer_names():
+            self._buffers.pop(name, None)
 
     def next_mask(self) -> int:
         """Activates the next mask set (cyclically) and returns its index."""
@@ -469,6 +487,15 @@ class MADE(nn.Module):
             order = self._active_plan().order
             return naive_sequential(lambda x: self.raw_output(x, context, check=False), order, step, zeros)
         raise ValueError(f"method: expected 'fast' or 'naive', got {method!r}")
+
+
+def _sampled_buffers_as_saved(made: MADE, state_dict: dict, prefix: str, *args: object) -> None:
+    """``load_state_dict``'s pre hook: the MADE holds the buffers of a resampled structure
+    exactly when the saved state does, so that loading is strict both ways."""
+    if prefix + "sampled_order" in state_dict:
+        made._add_sampled_buffers()
+    else:
+        made._drop_sampled_buffers()
 
 
 def _sync_after_load(made: MADE, incompatible_keys: object) -> None:
