@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import itertools
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +24,9 @@ from flowkit.transforms import ActNorm
 __all__ = ["History", "fit", "mean_nll"]
 
 Data = Tensor | tuple[Tensor, Tensor]
+OptimizerChoice = type[torch.optim.Optimizer] | Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+RESAMPLING = ("full", "connectivity")
+_MASK_SEED_OFFSETS = (1, 2)  # training and validation masks: streams apart from the minibatch shuffling
 
 
 @dataclass
@@ -51,14 +56,17 @@ def fit(
     train: Data,
     valid: Data | None = None,
     *,
-    epochs: int = 100,
+    epochs: int | None = 100,
     batch_size: int = 128,
     lr: float = 1e-3,
-    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
+    optimizer: OptimizerChoice = torch.optim.Adam,
     weight_decay: float = 0.0,
+    optimizer_kwargs: dict[str, object] | None = None,
     patience: int | None = 20,
     clip_grad_norm: float | None = None,
     cycle_masks: bool = False,
+    resample_masks: str | None = None,
+    valid_masks: int | None = None,
     progress: bool = True,
     seed: int | None = None,
     distributed: bool = False,
@@ -87,21 +95,36 @@ def fit(
         valid: Validation data in the same form. When given, the weights with the best
             validation NLL are restored at the end, and training stops after
             ``patience`` epochs without improvement.
-        epochs: The most epochs to run.
+        epochs: The most epochs to run; ``None`` for no cap (then training ends by early
+            stopping, which needs ``valid`` and a ``patience``).
         batch_size: Rows per minibatch (per process when ``distributed``). When one row
             would be left for the last minibatch of an epoch, it joins the one before
             (``batch_size + 1`` rows), so every row is used and batch normalisation never
             sees a single row.
         lr: Learning rate.
-        optimizer: An optimizer class, called as ``optimizer(params, lr=..., weight_decay=...)``.
-        weight_decay: Passed to the optimizer.
+        optimizer: A `torch.optim.Optimizer` class, called as ``optimizer(params, lr=lr,
+            weight_decay=weight_decay, **optimizer_kwargs)``, with its fused (else foreach)
+            step where it offers one and ``optimizer_kwargs`` chooses neither; or a factory
+            ``optimizer(params) -> Optimizer``, which then sets every option itself (``lr``,
+            ``weight_decay`` and ``optimizer_kwargs`` left at their defaults). The MADE
+            paper's: ``optimizer=torch.optim.Adadelta, lr=1.0, optimizer_kwargs={"rho": 0.95, "eps": 1e-5}``.
+        weight_decay: Passed to the optimizer class.
+        optimizer_kwargs: More keyword arguments for the optimizer class.
         patience: Epochs without validation improvement before stopping; ``None`` never stops.
         clip_grad_norm: Clip the gradient norm to this value when given.
         cycle_masks: Move every MADE in the model to its next mask set at every minibatch
             (order- and connectivity-agnostic training). Validation uses mask set 0.
+        resample_masks: The MADE paper's mask sampling: before every update, every MADE in
+            the model draws a fresh structure ([`MADE.resample_masks`][flowkit.nn.made.MADE.resample_masks]),
+            ``"full"`` (order and connectivity) or ``"connectivity"`` (the order kept). The
+            masks come from a generator seeded from ``seed`` (the same on every process).
+        valid_masks: Validate on the ensemble of this many masks
+            ([`log_prob_ensemble`][flowkit.distributions.made_models.AutoregressiveMADE.log_prob_ensemble]
+            with ``num_masks``): the same masks, drawn from ``seed``, at every epoch. For
+            models trained with ``resample_masks``; it needs a MADE density model.
         progress: Show a tqdm progress bar (on rank 0 only when ``distributed``).
-        seed: Seeds the minibatch shuffling (rank 0's seed is used by every process when
-            ``distributed``).
+        seed: Seeds the minibatch shuffling and the masks of ``resample_masks`` and
+            ``valid_masks`` (rank 0's seed is used by every process when ``distributed``).
         distributed: Train data-parallel over the default ``torch.distributed`` group.
         compile: Compile the loss, forward and backward, with ``torch.compile``.
 
@@ -121,27 +144,23 @@ def fit(
     """
     x_train, c_train = _checked_data(model, train, "train")
     x_valid, c_valid = _checked_data(model, valid, "valid") if valid is not None else (None, None)
-    check_int(epochs, "epochs")
-    check_int(batch_size, "batch_size")
-    check_int(patience, "patience", or_none=True)
-    mades = [m for m in model.modules() if isinstance(m, MADE)]
-    if cycle_masks and not mades:
-        raise ValueError("cycle_masks: the model holds no MADE with mask sets")
+    mades = _checked_options(model, valid, epochs, batch_size, patience, cycle_masks, resample_masks, valid_masks)
     params = _trainable_parameters(model)
-    device = params[0].device
+    make = _optimizer_factory(optimizer, lr, weight_decay, optimizer_kwargs)
     group = _ProcessGroup.default() if distributed else _ProcessGroup()
     if group.size > 1 and len(x_train) < group.size:
         raise ValueError(f"train: {len(x_train)} rows cannot be shared by {group.size} processes")
 
     with _naming_the_data("train", model):  # when distributed, ActNorm is initialised from train here
-        loss_fn = _loss_function(model, x_train, c_train, device, distributed, compile)
+        loss_fn = _loss_function(model, x_train, c_train, params[0].device, distributed, compile)
+    generator = make_generator(group.shared_seed(seed, params[0].device))
     run = _TrainingRun(
-        model, loss_fn, _make_optimizer(optimizer, params, lr, weight_decay), params, device, group,
-        make_generator(group.shared_seed(seed, device)), batch_size, clip_grad_norm,
-        mades if cycle_masks else [],
+        model, loss_fn, make(params), params, params[0].device, group, generator, batch_size, clip_grad_norm,
+        mades if cycle_masks else [], _MaskSampling.of(mades, resample_masks, valid_masks, generator.initial_seed()),
     )  # fmt: skip
     stopper = _EarlyStopping(patience)
-    bar = tqdm(range(epochs), desc="fit", disable=not progress or group.rank != 0, leave=False)
+    epoch_numbers = range(epochs) if epochs is not None else itertools.count()
+    bar = tqdm(epoch_numbers, desc="fit", disable=not progress or group.rank != 0, leave=False)
     for epoch in bar:
         run.history.train_nll.append(run.train_epoch(epoch, x_train, c_train))
         postfix = {"train": f"{run.history.train_nll[-1]:.3f}"}
@@ -177,12 +196,96 @@ def _trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _make_optimizer(
-    optimizer: Callable[..., torch.optim.Optimizer], params: list[nn.Parameter], lr: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    """The optimizer ``fit`` steps, over the trainable ``params``."""
-    return optimizer(params, lr=lr, weight_decay=weight_decay)
+def _checked_options(
+    model: nn.Module,
+    valid: Data | None,
+    epochs: int | None,
+    batch_size: int,
+    patience: int | None,
+    cycle_masks: bool,
+    resample_masks: str | None,
+    valid_masks: int | None,
+) -> list[MADE]:
+    """Checks the options of ``fit`` about epochs, minibatches and masks; the MADEs of the model."""
+    check_int(epochs, "epochs", or_none=True)
+    check_int(batch_size, "batch_size")
+    check_int(patience, "patience", or_none=True)
+    mades = [m for m in model.modules() if isinstance(m, MADE)]
+    if epochs is None and (valid is None or patience is None):
+        raise ValueError("epochs: None (no cap) needs valid data and a patience, or training would never end")
+    if resample_masks is not None and resample_masks not in RESAMPLING:
+        raise ValueError(f"resample_masks: expected None or one of {RESAMPLING}, got {resample_masks!r}")
+    for name, on in (("cycle_masks", cycle_masks), ("resample_masks", resample_masks is not None)):
+        if on and not mades:
+            raise ValueError(f"{name}: the model holds no MADE with mask sets")
+    if cycle_masks and resample_masks is not None:
+        raise ValueError("resample_masks: cannot be combined with cycle_masks=True")
+    check_int(valid_masks, "valid_masks", or_none=True)
+    if valid_masks is not None and not hasattr(model, "log_prob_ensemble"):
+        raise ValueError(
+            f"valid_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}"
+        )
+    if valid_masks is not None and valid is None:
+        raise ValueError("valid_masks: needs valid data")
+    return mades
 
+
+def _optimizer_factory(
+    optimizer: OptimizerChoice, lr: float, weight_decay: float, optimizer_kwargs: dict[str, object] | None
+) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
+    """``params -> Optimizer`` for the ``optimizer`` argument of ``fit`` (checked here)."""
+    if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, dict):
+        raise TypeError(f"optimizer_kwargs: expected a dict or None, got {type(optimizer_kwargs).__name__}")
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        if not callable(optimizer):
+            raise TypeError(f"optimizer: expected an Optimizer class or a factory, got {type(optimizer).__name__}")
+        if lr != 1e-3 or weight_decay != 0.0 or optimizer_kwargs is not None:
+            raise ValueError(
+                "optimizer: a factory sets its own options: leave lr, weight_decay and optimizer_kwargs "
+                "at their defaults (or pass an Optimizer class)"
+            )
+        return optimizer
+    kwargs = {"lr": lr, "weight_decay": weight_decay, **(optimizer_kwargs or {})}
+    return lambda params: optimizer(params, **_fastest_step(optimizer, params, kwargs))
+
+
+def _fastest_step(optimizer: type[torch.optim.Optimizer], params: list[nn.Parameter], kwargs: dict) -> dict:
+    """``kwargs`` with ``fused=True`` (else ``foreach=True``) where the optimizer takes it and
+    the caller chose neither: one kernel over all parameters rather than a loop over them.
+    torch picks foreach by itself on GPUs only, and fused nowhere."""
+    if "fused" in kwargs or "foreach" in kwargs:
+        return kwargs
+    accepted = inspect.signature(optimizer.__init__).parameters
+    on_fused_devices = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    if "fused" in accepted and on_fused_devices:
+        return {**kwargs, "fused": True}
+    if "foreach" in accepted:
+        return {**kwargs, "foreach": True}
+    return kwargs
+
+
+@dataclass(frozen=True)
+class _MaskSampling:
+    """The masks of one ``fit``: which MADEs draw a fresh structure before every update (with
+    a fresh order or not), from which stream, and the ensemble validation scores by."""
+
+    mades: list[MADE]
+    order: bool
+    generator: torch.Generator | None
+    valid: _Ensemble | None
+
+    @staticmethod
+    def of(mades: list[MADE], resample: str | None, valid_masks: int | None, seed: int) -> _MaskSampling:
+        """``seed`` is the one every process shares, so every process draws the same masks."""
+        generator = make_generator(seed + _MASK_SEED_OFFSETS[0]) if resample is not None else None
+        chosen = mades if resample is not None else []
+        order = resample != "connectivity"  # validation keeps the order that training keeps
+        valid = None if valid_masks is None else _Ensemble(valid_masks, seed + _MASK_SEED_OFFSETS[1], order)
+        return _MaskSampling(chosen, order, generator, valid)
+
+    def before_update(self) -> None:
+        for made in self.mades:
+            made.resample_masks(self.generator, self.order)
 
 @dataclass
 class _TrainingRun:
@@ -198,42 +301,52 @@ class _TrainingRun:
     batch_size: int
     clip_grad_norm: float | None
     cycled_mades: list[MADE]  # moved to their next mask set before every minibatch
+    mask_sampling: _MaskSampling
     history: History = field(default_factory=History)
 
     def train_epoch(self, epoch: int, x: Tensor, context: Tensor | None) -> float:
-        """One pass over the rows in shuffled minibatches; the mean training NLL."""
+        """One pass over the rows in shuffled minibatches; the mean training NLL. The losses
+        are read back (and averaged over processes) once per epoch, not at every step."""
         self.model.train()
-        total, count = 0.0, 0
+        losses, sizes = [], []
         for rows in self.group.minibatches(len(x), self.batch_size, self.generator):
             for made in self.cycled_mades:
                 made.next_mask()
-            total += self.train_step(epoch, *_rows(x, context, rows, self.device)) * len(rows)
-            count += len(rows)
+            self.mask_sampling.before_update()
+            losses.append(self.train_step(*_rows(x, context, rows, self.device)))
+            sizes.append(len(rows))
         self.group.broadcast_buffers(self.model)  # running averages differ after the last step's local batches
-        return total / count
+        mean_losses = self.group.mean(torch.stack(losses)).tolist()  # every process sees every process's loss
+        self._check_finite(mean_losses, epoch)
+        return sum(loss * size for loss, size in zip(mean_losses, sizes)) / sum(sizes)
 
-    def train_step(self, epoch: int, x: Tensor, context: Tensor | None) -> float:
-        """One optimizer step on one minibatch; its mean loss over every process."""
+    def train_step(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """One optimizer step on one minibatch; its mean loss (detached, not read back)."""
         with _naming_the_data("train", self.model):
             loss = self.loss_fn(x, context)
-        mean_loss = self.group.mean(loss.detach()).item()  # every process sees every process's loss
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"fit: the loss is {mean_loss} at epoch {epoch}, step {self.history.steps} "
-                "(try a smaller lr, clip_grad_norm, or check the data for inf/nan)"
-            )
         self.optimizer.zero_grad()
         loss.backward()
         if self.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.optimizer.step()
         self.history.steps += 1
-        return mean_loss
+        return loss.detach()
+
+    def _check_finite(self, losses: list[float], epoch: int) -> None:
+        """Raises for the epoch's first non-finite loss, naming its step."""
+        for index, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"fit: the loss is {loss} at epoch {epoch}, step {self.history.steps - len(losses) + index} "
+                    "(try a smaller lr, clip_grad_norm, or check the data for inf/nan)"
+                )
 
     def validate(self, x: Tensor, context: Tensor | None) -> float:
         """The validation NLL of every row, each process scoring its share; recorded in the history."""
         with _naming_the_data("valid", self.model):
-            nll = _shared_mean_nll(self.model, x, context, max(self.batch_size, 1024), self.device, self.group)
+            nll = _shared_mean_nll(
+                self.model, x, context, max(self.batch_size, 1024), self.device, self.group, self.mask_sampling.valid
+            )
         self.history.valid_nll.append(nll)
         return nll
 
@@ -283,7 +396,16 @@ def _stop_early(history: History, epoch: int, bar: tqdm, postfix: dict[str, str]
         tqdm.write(_early_stop_message(history), file=sys.stderr)
 
 
-def mean_nll(model: nn.Module, x: Tensor, context: Tensor | None = None, batch_size: int = 1024) -> float:
+def mean_nll(
+    model: nn.Module,
+    x: Tensor,
+    context: Tensor | None = None,
+    batch_size: int = 1024,
+    *,
+    num_masks: int | None = None,
+    seed: int | None = None,
+    order: bool = True,
+) -> float:
     """The mean negative log-likelihood of rows ``x`` under ``model`` (no gradients, eval
     mode); rows are moved to the model's device batch by batch.
 
@@ -292,27 +414,61 @@ def mean_nll(model: nn.Module, x: Tensor, context: Tensor | None = None, batch_s
         x: The rows, shape ``(N, D)``.
         context: The context of each row, for conditional models.
         batch_size: Rows scored at a time.
+        num_masks: Score with the ensemble of this many freshly drawn masks (a MADE density
+            model's [`log_prob_ensemble`][flowkit.distributions.made_models.AutoregressiveMADE.log_prob_ensemble]);
+            the same masks for every batch.
+        seed: The seed of those masks (drawn from torch's global generator when ``None``).
+        order: Draw a fresh order for each of those masks; ``False`` keeps the active order
+            (for a model trained with ``resample_masks="connectivity"``).
     """
+    check_int(num_masks, "num_masks", or_none=True)
+    if num_masks is not None and not hasattr(model, "log_prob_ensemble"):
+        raise ValueError(f"num_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}")
     device = _device_of(model)
-    total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device)
+    # One seed for every batch: the same masks.
+    ensemble = None if num_masks is None else _Ensemble(num_masks, make_generator(seed).initial_seed(), order)
+    total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device, ensemble)
     return total / len(x)
 
 
-def _nll_sum(model: nn.Module, x: Tensor, context: Tensor | None, rows: Tensor, batch_size: int, device) -> float:
+@dataclass(frozen=True)
+class _Ensemble:
+    """Score by the ensemble of ``num_masks`` masks drawn from ``seed`` (``order``: fresh orders)."""
+
+    num_masks: int
+    seed: int
+    order: bool = True
+
+
+def _nll_sum(
+    model: nn.Module, x: Tensor, context: Tensor | None, rows: Tensor, batch_size: int, device,
+    ensemble: _Ensemble | None = None,
+) -> float:  # fmt: skip
+    """The summed NLL of ``rows``, under ``ensemble`` when given."""
     was_training = model.training
     model.eval()
     total = 0.0
     with torch.no_grad():
         for batch in rows.split(batch_size):
-            total -= _log_prob(model, *_rows(x, context, batch, device)).sum().item()
+            x_batch, c_batch = _rows(x, context, batch, device)
+            if ensemble is None:
+                log_prob = _log_prob(model, x_batch, c_batch)
+            else:
+                log_prob = model.log_prob_ensemble(
+                    x_batch, c_batch, num_masks=ensemble.num_masks, seed=ensemble.seed, order=ensemble.order
+                )
+            total -= log_prob.sum().item()
     model.train(was_training)
     return total
 
 
-def _shared_mean_nll(model, x: Tensor, context: Tensor | None, batch_size: int, device, group: _ProcessGroup) -> float:
+def _shared_mean_nll(
+    model, x: Tensor, context: Tensor | None, batch_size: int, device, group: _ProcessGroup,
+    ensemble: _Ensemble | None = None,
+) -> float:  # fmt: skip
     """The mean NLL of all rows, each process scoring its share."""
     rows = torch.arange(group.rank, len(x), group.size, device="cpu")
-    total = _nll_sum(model, x, context, rows, batch_size, device)
+    total = _nll_sum(model, x, context, rows, batch_size, device, ensemble)
     return group.sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / len(x)
 
 

@@ -21,6 +21,7 @@ from flowkit.training import History
 WORLD_SIZE = 2
 ROWS, BATCH, EPOCHS = 64, 8, 2  # 4 steps per epoch: 8 rows from each process per step
 SHUFFLE_SEED = 11
+KINDS = ("maf", "maf_act_norm", "bernoulli", "bernoulli_sampled")
 
 
 def build(kind: str, seed: int) -> torch.nn.Module:
@@ -29,14 +30,16 @@ def build(kind: str, seed: int) -> torch.nn.Module:
         return flowkit.maf(3, num_transforms=2, hidden_dims=[8], permutation="random", seed=seed).double()
     if kind == "maf_act_norm":
         return flowkit.maf(3, num_transforms=2, hidden_dims=[8], act_norm=True, seed=seed).double()
+    if kind == "bernoulli_sampled":
+        return flowkit.BernoulliMADE(4, [8], order="random", seed=seed).double()
     return flowkit.BernoulliMADE(4, [8], num_masks=3, order="random", seed=seed).double()
 
 
 def data(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    dim = 4 if kind == "bernoulli" else 3
+    dim = 4 if kind.startswith("bernoulli") else 3
     x = torch.randn(ROWS + 16, dim, generator=g, dtype=torch.float64)
-    if kind == "bernoulli":
+    if kind.startswith("bernoulli"):
         x = (x > 0).double()
     return x[:ROWS], x[ROWS:]
 
@@ -49,6 +52,9 @@ def train(kind: str, seed: int, batch_size: int, distributed: bool) -> tuple[tor
     history = flowkit.fit(
         model, train_rows, valid_rows, epochs=EPOCHS, batch_size=batch_size, lr=1e-2, patience=None,
         cycle_masks=kind == "bernoulli", progress=False, seed=SHUFFLE_SEED + seed, distributed=distributed,
+        # mask sampling: every process draws the same masks from rank 0's seed
+        resample_masks="full" if kind == "bernoulli_sampled" else None,
+        valid_masks=3 if kind == "bernoulli_sampled" else None,
     )  # fmt: skip
     return model, history
 
@@ -63,7 +69,7 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
         results = {}
-        for kind in ("maf", "maf_act_norm", "bernoulli"):
+        for kind in KINDS:
             model, history = train(kind, seed=rank, batch_size=BATCH, distributed=True)
             results[kind] = {"state": model.state_dict(), "history": history, "samples": samples(model)}
         torch.save(results, f"{out_dir}/rank{rank}.pt")
@@ -79,7 +85,7 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(tmp / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
 
 
-@pytest.mark.parametrize("kind", ["maf", "maf_act_norm", "bernoulli"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_rank_ends_with_the_same_model(ranks, kind):
     first, second = ranks[0][kind], ranks[1][kind]
     assert first["state"].keys() == second["state"].keys()
@@ -89,7 +95,7 @@ def test_every_rank_ends_with_the_same_model(ranks, kind):
     assert torch.equal(first["samples"], second["samples"])
 
 
-@pytest.mark.parametrize("kind", ["maf", "bernoulli"])
+@pytest.mark.parametrize("kind", ["maf", "bernoulli", "bernoulli_sampled"])
 def test_two_processes_match_one_process_on_the_concatenated_batches(ranks, kind):
     # Rank 0's model, seed and shuffle, trained alone on minibatches twice as large.
     reference, history = train(kind, seed=0, batch_size=WORLD_SIZE * BATCH, distributed=False)

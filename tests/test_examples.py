@@ -11,6 +11,7 @@ silently rot.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
 import sys
@@ -145,16 +146,20 @@ def test_made_uci_quick(tmp_path):
     np.savez(data / "dna.npz", **arrays)
     stdout = run_script(
         "examples/made_uci.py", "--quick", "--no-progress", "--data-dir", str(data), "--out", str(tmp_path),
-        "--datasets", "dna", "mushrooms",
+        "--datasets", "dna", "mushrooms", "--json", str(tmp_path / "results.json"),
     ).stdout  # fmt: skip
     assert re.search(r"^skipping mushrooms: no file .*mushrooms\.npz$", stdout, re.MULTILINE), stdout
     rows = table_rows(stdout)
     assert "dna" in rows and "mushrooms" not in rows, stdout
     dim, *nlls, _seconds = finite_numbers(rows["dna"])
-    # 1 mask (ours, paper), mask sampling (ours with mask 0 / ensemble, paper)
-    assert dim == 12 and len(nlls) == 5, rows["dna"]
+    # 1 mask (ours, paper), mask sampling (ours, paper)
+    assert dim == 12 and len(nlls) == 4, rows["dna"]
     assert all(0 < nll < 100 for nll in nlls), rows["dna"]
-    assert_png(tmp_path / "made_uci.png")
+    assert nlls[1] == 83.63 and nlls[3] == 79.66, rows["dna"]  # the paper's column
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"dna"} and set(results["dna"]) == {"one_mask", "mask_sampling"}, results
+    assert math.isclose(results["dna"]["mask_sampling"], nlls[2], abs_tol=0.006), (results, rows["dna"])
+    assert_png(tmp_path / "made_uci_masks.png")
 
 
 def test_spline_vs_affine_quick(tmp_path):

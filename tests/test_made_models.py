@@ -6,6 +6,7 @@ view, completion, mask ensembles and input validation.
 Exactness checks run in float64 on small models whose weights are redrawn with a fixed
 generator, so the conditionals are far from uniform."""
 
+import copy
 import functools
 import itertools
 import math
@@ -814,3 +815,66 @@ def test_log_prob_ensemble_empty_mask_indices():
     model = make_model("gaussian", order="random", num_masks=3)
     with pytest.raises(ValueError, match="mask_indices"):
         model.log_prob_ensemble(data_for("gaussian", (2,)), mask_indices=[])
+
+
+# ------------------------------------------------------- ensembles over freshly drawn masks
+
+
+def test_ensemble_of_fresh_masks_is_the_log_mean_exp_of_each_masks_log_prob():
+    model = BernoulliMADE(5, [16], skip_connections=True, order="random", seed=0).double()
+    perturb(model)
+    x = data_for("bernoulli", (7,), input_dim=5).double()
+    ensemble = model.log_prob_ensemble(x, num_masks=6, seed=3)
+    generator, each = torch.Generator().manual_seed(3), []
+    reference = copy.deepcopy(model)
+    for _ in range(6):
+        reference.made.resample_masks(generator)
+        each.append(reference.log_prob(x))
+    expected = torch.logsumexp(torch.stack(each), 0) - math.log(6)
+    assert torch.allclose(ensemble, expected, atol=1e-10, rtol=0)
+    assert torch.equal(ensemble, model.log_prob_ensemble(x, num_masks=6, seed=3))  # reproducible
+    assert not torch.allclose(ensemble, model.log_prob_ensemble(x, num_masks=6, seed=4))
+
+
+def test_ensemble_of_fresh_masks_restores_the_masks():
+    model = BernoulliMADE(5, [16], num_masks=2, order="random", seed=0)
+    model.made.set_mask(1)
+    before, keys = [m.clone() for m in model.made.masks()], set(model.state_dict())
+    model.log_prob_ensemble(data_for("bernoulli", (3,), input_dim=5), num_masks=4, seed=0)
+    assert model.made.active_mask == 1 and set(model.state_dict()) == keys
+    assert all(torch.equal(a, b) for a, b in zip(before, model.made.masks()))
+
+
+def test_ensemble_connectivity_only_keeps_the_order():
+    model = BernoulliMADE(4, [16], order="random", seed=0)
+    x = data_for("bernoulli", (3,), input_dim=4)
+    order = model.made.permutation.clone()
+    seen = []
+    original = model.made.resample_masks
+
+    def recording(generator, order=True):
+        original(generator, order)
+        seen.append(model.made.permutation.clone())
+
+    model.made.resample_masks = recording
+    model.log_prob_ensemble(x, num_masks=3, seed=0, order=False)
+    assert len(seen) == 3 and all(torch.equal(o, order) for o in seen)
+
+
+def test_ensemble_options_are_checked():
+    model = BernoulliMADE(3, [8], seed=0)
+    x = data_for("bernoulli", (2,), input_dim=3)
+    with pytest.raises(ValueError, match="mask_indices: give mask_indices or num_masks"):
+        model.log_prob_ensemble(x, mask_indices=[0], num_masks=2)
+    with pytest.raises(ValueError, match="num_masks"):
+        model.log_prob_ensemble(x, num_masks=0)
+
+
+def test_complete_and_sample_work_after_resampling():
+    model = BernoulliMADE(4, [16], num_masks=2, order="random", seed=0)
+    model.made.resample_masks(torch.Generator().manual_seed(0))
+    observed = torch.tensor([True, False, True, False])
+    completed = model.complete(torch.zeros(3, 4), observed, method="mode")
+    assert completed.shape == (3, 4) and model.made.active_mask == -1
+    assert model.sample(5).shape == (5, 4)
+    assert isinstance(model.is_exact_completion(observed, choose_mask=False), bool)

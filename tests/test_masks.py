@@ -268,3 +268,35 @@ def test_lost_dependencies_hand_checked():
     # in reversed order the same reach is forbidden, not lost; every allowed pair is lost
     reversed_degrees = torch.tensor([3, 2, 1])
     assert M.lost_dependencies(reach, reversed_degrees, reversed_degrees) == [(1, 0), (2, 0), (2, 1)]
+
+
+# ------------------------------------------------ the paper's uniform degrees, draw_structure
+
+
+def test_uniform_degrees_are_iid_draws_sorted_or_not():
+    g = torch.Generator().manual_seed(0)
+    unsorted = M.hidden_degrees(2000, 1, 9, "uniform", g, sort=False)
+    again = M.hidden_degrees(2000, 1, 9, "uniform", torch.Generator().manual_seed(0), sort=True)
+    assert torch.equal(unsorted.sort().values, again)  # the same draws, sorted
+    assert unsorted.tolist() != again.tolist()  # unsorted: unit k is not tied to a quantile
+    assert int(unsorted.min()) >= 1 and int(unsorted.max()) <= 9
+    counts = torch.bincount(unsorted, minlength=10)[1:].double()
+    assert (counts - 2000 / 9).abs().max() < 5 * (2000 / 9) ** 0.5  # uniform on 1..9
+
+
+def test_uniform_degrees_may_leave_a_degree_without_a_unit():
+    """The paper's draw as it is: no unit per degree is forced (unlike "random")."""
+    draws = [set(M.hidden_degrees(5, 1, 5, "uniform", torch.Generator().manual_seed(s)).tolist()) for s in range(20)]
+    assert any(len(d) < 5 for d in draws)
+
+
+def test_draw_structure_is_reproducible_and_keeps_a_given_order():
+    a = M.draw_structure(6, [10, 10], torch.Generator().manual_seed(3), sort=False)
+    b = M.draw_structure(6, [10, 10], torch.Generator().manual_seed(3), sort=False)
+    assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+    kept = M.draw_structure(6, [10], torch.Generator().manual_seed(4), order=[5, 4, 3, 2, 1, 0])
+    assert kept[0].tolist() == [6, 5, 4, 3, 2, 1]
+    _, hidden = M.draw_structure(6, [10, 10], torch.Generator().manual_seed(5))
+    assert int(hidden[1].min()) >= int(hidden[0].min())  # a unit below the layer below would see nothing
+    _, residual = M.draw_structure(6, [10, 10], torch.Generator().manual_seed(5), residual=True)
+    assert torch.equal(residual[0], residual[1])

@@ -2,6 +2,7 @@
 stopping, History bookkeeping, mask cycling, gradient clipping, non-finite losses,
 the progress bar, conditional data and argument validation."""
 
+import copy
 import math
 
 import pytest
@@ -519,3 +520,146 @@ def test_validation_does_not_restart_the_mask_cycle(monkeypatch):
     monkeypatch.setattr(model.made, "next_mask", recording_next_mask)
     quiet_fit(model, noise(40, dim=3), noise(20, dim=3, seed=1), epochs=2, batch_size=10, cycle_masks=True)
     assert seen == [1, 2, 0, 1, 2, 0, 1, 2]
+
+
+# ------------------------------------------------------------ optimizers, epochs, mask sampling
+
+
+def binary(num, dim=4, seed=0):
+    return (torch.rand(num, dim, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD (which offers a fused step) that remembers the options it was made with."""
+
+    made_with: dict = {}
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, weight_decay=0.0, foreach=None, fused=None):
+        RecordingSGD.made_with = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "foreach": foreach, "fused": fused}  # fmt: skip
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=foreach, fused=fused)
+
+
+class RecordingRMSprop(torch.optim.RMSprop):
+    """RMSprop (foreach but no fused step) that remembers its ``foreach``."""
+
+    foreach_given = None
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.0, foreach=None):
+        RecordingRMSprop.foreach_given = foreach
+        super().__init__(params, lr=lr, weight_decay=weight_decay, foreach=foreach)
+
+
+def test_optimizer_class_gets_lr_weight_decay_kwargs_and_the_fused_step():
+    quiet_fit(GaussianMADE(2, [8], seed=0), noise(32), epochs=1, batch_size=16, lr=0.1, weight_decay=0.01,
+              optimizer=RecordingSGD, optimizer_kwargs={"momentum": 0.5})  # fmt: skip
+    assert RecordingSGD.made_with == {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.01, "foreach": None, "fused": True}
+    quiet_fit(GaussianMADE(2, [8], seed=0), noise(32), epochs=1, optimizer=RecordingSGD,
+              optimizer_kwargs={"foreach": False})  # fmt: skip
+    assert RecordingSGD.made_with["foreach"] is False and RecordingSGD.made_with["fused"] is None  # the caller's
+
+
+def test_optimizers_without_a_fused_step_get_foreach():
+    quiet_fit(GaussianMADE(2, [8], seed=0), noise(32), epochs=1, optimizer=RecordingRMSprop)
+    assert RecordingRMSprop.foreach_given is True
+
+
+def test_optimizer_factory_is_called_with_the_parameters():
+    calls = []
+
+    def factory(params):
+        calls.append(len(params))
+        return torch.optim.Adagrad(params, lr=0.05)
+
+    model = GaussianMADE(2, [8], seed=0)
+    history = quiet_fit(model, noise(32), epochs=2, batch_size=16, optimizer=factory)
+    assert calls == [len(list(model.parameters()))] and history.steps == 4
+
+
+@pytest.mark.parametrize("options", [{"lr": 0.1}, {"weight_decay": 0.1}, {"optimizer_kwargs": {"eps": 1e-3}}])
+def test_optimizer_factory_with_class_options_is_rejected(options):
+    with pytest.raises(ValueError, match="optimizer: a factory sets its own options"):
+        quiet_fit(GaussianMADE(2, [8], seed=0), noise(8), epochs=1,
+                  optimizer=lambda params: torch.optim.SGD(params, lr=0.1), **options)  # fmt: skip
+
+
+def test_bad_optimizer_options_are_rejected():
+    with pytest.raises(TypeError, match="optimizer: expected an Optimizer class or a factory"):
+        quiet_fit(GaussianMADE(2, [8], seed=0), noise(8), epochs=1, optimizer="adam")
+    with pytest.raises(TypeError, match="optimizer_kwargs: expected a dict"):
+        quiet_fit(GaussianMADE(2, [8], seed=0), noise(8), epochs=1, optimizer_kwargs=[("eps", 1)])
+
+
+def test_epochs_none_runs_until_patience_ends_it():
+    train, valid = noise(64), noise(32, seed=1)
+    history = quiet_fit(GaussianMADE(2, [16], seed=0), train, valid, epochs=None, batch_size=32, lr=0.5, patience=2)
+    assert history.stopped_early and history.stopped_epoch == history.best_epoch + 2
+
+
+@pytest.mark.parametrize("options", [{}, {"patience": None}])
+def test_epochs_none_without_a_way_to_stop_is_rejected(options):
+    valid = noise(8) if options else None
+    with pytest.raises(ValueError, match="epochs: None"):
+        quiet_fit(GaussianMADE(2, [8], seed=0), noise(8), valid, epochs=None, **options)
+
+
+def test_resample_masks_draws_a_structure_per_update_reproducibly(monkeypatch):
+    drawn = []
+    original = flowkit.nn.MADE.resample_masks
+
+    def recording(self, generator, order=True):
+        original(self, generator, order)
+        drawn.append((order, self.permutation.clone(), self.input_layer.mask.clone()))
+
+    monkeypatch.setattr(flowkit.nn.MADE, "resample_masks", recording)
+    models = [BernoulliMADE(4, [16], order="random", seed=0) for _ in range(2)]
+    for model in models:
+        history = quiet_fit(model, binary(40), epochs=2, batch_size=10, resample_masks="full")
+    assert history.steps == 8 and len(drawn) == 16 and all(order for order, _, _ in drawn)
+    first, second = drawn[:8], drawn[8:]
+    assert all(torch.equal(a[2], b[2]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))  # same seed
+    assert len({tuple(p.tolist()) for _, p, _ in first}) > 1  # fresh orders
+    assert models[0].made.active_mask == -1
+
+
+def test_resample_connectivity_keeps_the_order():
+    model = BernoulliMADE(4, [16], order="random", seed=0)
+    order = model.made.permutation.clone()
+    quiet_fit(model, binary(40), binary(20, seed=1), epochs=2, batch_size=10, resample_masks="connectivity")
+    assert torch.equal(model.made.permutation, order) and model.made.active_mask == -1
+
+
+def test_valid_masks_validates_on_the_ensemble():
+    model = BernoulliMADE(4, [16], order="random", seed=0)
+    train, valid = binary(40), binary(20, seed=1)
+    history = quiet_fit(model, train, valid, epochs=1, batch_size=10, lr=0.0, resample_masks="full", valid_masks=5)
+    single = quiet_fit(copy.deepcopy(model), train, valid, epochs=1, batch_size=10, lr=0.0, resample_masks="full")
+    assert history.valid_nll != single.valid_nll  # the ensemble, not the mask of the last update
+    again = quiet_fit(model, train, valid, epochs=1, batch_size=10, lr=0.0, resample_masks="full", valid_masks=5)
+    assert again.valid_nll == history.valid_nll  # the same masks from the same seed
+    nll = mean_nll(model, valid, num_masks=5, seed=3)
+    assert math.isclose(nll, mean_nll(model, valid, num_masks=5, seed=3, batch_size=7), rel_tol=1e-6)  # same masks
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"resample_masks": "order"}, ValueError, "resample_masks: expected None or one of"),
+        ({"resample_masks": "full", "cycle_masks": True}, ValueError, "cannot be combined with cycle_masks"),
+        ({"valid_masks": 0}, ValueError, "valid_masks"),
+        ({"valid_masks": 2.5}, ValueError, "valid_masks"),
+    ],
+)
+def test_bad_mask_sampling_options_are_rejected(options, error, message):
+    model = BernoulliMADE(4, [8], num_masks=2, seed=0)
+    with pytest.raises(error, match=message):
+        quiet_fit(model, binary(20), binary(10, seed=1), epochs=1, **options)
+
+
+def test_mask_sampling_needs_a_made():
+    with pytest.raises(ValueError, match="resample_masks: the model holds no MADE"):
+        quiet_fit(LearnableGaussian(), noise(16), epochs=1, resample_masks="full")
+    with pytest.raises(ValueError, match="valid_masks: needs a MADE density model"):
+        quiet_fit(LearnableGaussian(), noise(16), noise(8), epochs=1, valid_masks=3)
+    with pytest.raises(ValueError, match="num_masks: needs a MADE density model"):
+        mean_nll(LearnableGaussian(), noise(8), num_masks=3)

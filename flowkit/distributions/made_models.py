@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor, nn
 
+from flowkit._seeding import make_generator
 from flowkit._validation import as_shape, check_int, check_is_tensor, check_last_dim
 from flowkit.nn import MADE
 from flowkit.transforms.elementwise import softplus_scale
@@ -118,23 +119,53 @@ class AutoregressiveMADE(nn.Module):
         return self.conditional_log_prob(params, x).sum(-1)
 
     def log_prob_ensemble(
-        self, x: Tensor, context: Tensor | None = None, mask_indices: Sequence[int] | None = None
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        mask_indices: Sequence[int] | None = None,
+        *,
+        num_masks: int | None = None,
+        seed: int | torch.Generator | None = None,
+        order: bool = True,
     ) -> Tensor:
-        r"""The MADE paper's ensemble: the probability averaged over mask sets,
-        \(\log \frac1K \sum_k p_k(x)\) (log-mean-exp). Default: every mask set.
-        The active mask set is restored afterwards."""
-        indices = list(range(self.made.num_masks)) if mask_indices is None else list(mask_indices)
-        if not indices:
-            raise ValueError("mask_indices: expected at least one mask index")
-        active = self.made.active_mask
-        try:
-            log_probs = []
-            for index in indices:
-                self.made.set_mask(index)
-                log_probs.append(self.log_prob(x, context))
-        finally:
-            self.made.set_mask(active)
-        return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(indices))
+        r"""The MADE paper's ensemble: the probability averaged over masks,
+        \(\log \frac1K \sum_k p_k(x)\) (log-mean-exp).
+
+        By default the ``K`` masks are the mask sets (all of them, or ``mask_indices``).
+        With ``num_masks=K``, they are ``K`` fresh structures drawn by
+        [`MADE.resample_masks`][flowkit.nn.made.MADE.resample_masks] from ``seed`` (the same
+        seed gives the same masks; ``order=False`` keeps the active order), as the paper
+        evaluates a MADE trained with mask sampling. Either way, the masks are changed in
+        place one after another and summed into a running log-sum-exp, nothing else is
+        rebuilt, and the masks from before are restored afterwards. Gradients are recorded
+        only when the caller records them (call it under ``torch.no_grad()`` to evaluate).
+
+        Examples:
+            >>> model = BernoulliMADE(3, [8], seed=0)
+            >>> x = torch.tensor([[0.0, 1.0, 1.0]])
+            >>> a = model.log_prob_ensemble(x, num_masks=4, seed=0)
+            >>> torch.equal(a, model.log_prob_ensemble(x, num_masks=4, seed=0))
+            True
+        """
+        if num_masks is not None:
+            if mask_indices is not None:
+                raise ValueError("mask_indices: give mask_indices or num_masks, not both")
+            check_int(num_masks, "num_masks", type_error=True)
+            generator = make_generator(seed)
+            # Each call draws the next structure of the one stream.
+            draws = [lambda: self.made.resample_masks(generator, order)] * num_masks
+        else:
+            indices = list(range(self.made.num_masks)) if mask_indices is None else list(mask_indices)
+            if not indices:
+                raise ValueError("mask_indices: expected at least one mask index")
+            draws = [lambda index=index: self.made.set_mask(index) for index in indices]
+        total = None
+        with self.made.preserving_masks():
+            for draw in draws:
+                draw()
+                log_prob = self.log_prob(x, context)
+                total = log_prob if total is None else torch.logaddexp(total, log_prob)
+        return total - math.log(len(draws))
 
     # -- sampling and completion --------------------------------------------------
     def sample(self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None) -> Tensor:
@@ -189,14 +220,10 @@ class AutoregressiveMADE(nn.Module):
         def step(params: Tensor, i: int) -> Tensor:
             return torch.where(observed[..., i], values[..., i], self.to_input(pick(params)))
 
-        active = self.made.active_mask
-        if choose_mask and observed.dim() == 1 and self.made.num_masks > 1:
-            self.made.set_mask(self.best_mask_for(observed))
-        try:
-            with torch.no_grad():
-                completed, _ = self.made.sequential(step, batch_shape, context)
-        finally:
-            self.made.set_mask(active)
+        with self.made.preserving_masks(), torch.no_grad():
+            if choose_mask and observed.dim() == 1 and self.made.num_masks > 1:
+                self.made.set_mask(self.best_mask_for(observed))
+            completed, _ = self.made.sequential(step, batch_shape, context)
         return self.from_input(completed)
 
     def best_mask_for(self, observed: Tensor) -> int:
@@ -215,8 +242,8 @@ class AutoregressiveMADE(nn.Module):
         when ``choose_mask`` and there are several, else the active one), every observed
         dimension precedes every unobserved one."""
         observed = observed.cpu()
-        index = self.best_mask_for(observed) if choose_mask and self.made.num_masks > 1 else self.made.active_mask
-        in_order = observed[self.made.orders[index].cpu()]
+        choose = choose_mask and self.made.num_masks > 1
+        in_order = observed[(self.made.orders[self.best_mask_for(observed)] if choose else self.made.permutation).cpu()]
         count = int(in_order.sum())
         return bool(in_order[:count].all())
 

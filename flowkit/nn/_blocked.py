@@ -106,6 +106,19 @@ class MaskBlocks:
         partitions = tuple(_blocks(cut, run_rows, first, stop) for cut in cuts)
         return MaskBlocks(tuple(mask.shape), partitions)
 
+    @staticmethod
+    def whole(shape: tuple[int, int], max_blocks: int = 8) -> MaskBlocks:
+        """The blocks of a mask taken as one block, without a search: for masks with no
+        all-False regions worth skipping (a MADE's resampled, unsorted units), so that
+        ``"auto"`` picks the dense product at once.
+
+        Examples:
+            >>> MaskBlocks.whole((3, 2), max_blocks=2).partition(2)
+            (Block(rows=(0, 3), cols=(0, 2)),)
+        """
+        one = (Block((0, shape[0]), (0, shape[1])),)
+        return MaskBlocks(tuple(shape), (one,) * max_blocks)
+
     @property
     def dense_work(self) -> int:
         """Multiply-adds per batch row of the dense product."""

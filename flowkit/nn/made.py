@@ -9,7 +9,8 @@ parameters of every conditional \(p(x_d \mid x_{<d})\).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +26,12 @@ from flowkit.nn.diagnostics import (  # LostDependencyWarning: also importable f
     report_lost_dependencies,
 )
 from flowkit.nn._blocked import MaskBlocks
-from flowkit.nn.layers import Activation, MaskedLinear, check_product, make_activation  # MaskedLinear: also from here
+from flowkit.nn.layers import INITS, Activation, MaskedLinear, check_product, make_activation  # MaskedLinear: also from here
 from flowkit.nn.sequential import SequentialPlan, Step, fast_sequential, naive_sequential
 
 __all__ = ["MADE", "MADEConfig", "default_hidden_dims"]
+
+SAMPLED = -1  # the active mask index while the layers hold masks drawn by MADE.resample_masks
 
 
 class MADE(nn.Module):
@@ -52,6 +55,8 @@ class MADE(nn.Module):
     A MADE can hold several mask sets (orders and hidden degrees) and switch between
     them with [`set_mask`][flowkit.nn.made.MADE.set_mask]: that is the MADE paper's order- and connectivity-agnostic
     training (cycle masks per minibatch) and ensembling (average over masks).
+    [`resample_masks`][flowkit.nn.made.MADE.resample_masks] draws a fresh order and
+    connectivity instead, cheaply enough for every update (the paper's mask sampling).
 
     Args:
         input_dim: The number of inputs ``D``.
@@ -62,8 +67,8 @@ class MADE(nn.Module):
             ``range(D)`` listing the inputs in autoregressive order (see
             [`make_order`][flowkit.nn.masks.make_order]). With ``"random"`` every mask set
             gets its own order.
-        degrees: Hidden-degree scheme, ``"even"`` or ``"random"`` (see
-            [`hidden_degrees`][flowkit.nn.masks.hidden_degrees]).
+        degrees: Hidden-degree scheme, ``"even"``, ``"random"`` or ``"uniform"`` (the
+            MADE paper's; see [`hidden_degrees`][flowkit.nn.masks.hidden_degrees]).
         activation: A name (``"relu"``, ``"elu"``, ``"tanh"``, ``"gelu"``, ``"silu"``,
             ``"leaky_relu"``, ``"softplus"``, ``"sigmoid"``), a module or a module class.
         skip_connections: Add direct masked connections from inputs (and context)
@@ -77,6 +82,9 @@ class MADE(nn.Module):
             narrower than ``D - 1`` (``D`` with a context) leave some allowed (input,
             output) pairs unconnected; [`lost_dependencies`][flowkit.nn.made.MADE.lost_dependencies]
             lists them.
+        init: How the masked layers are initialised: ``"uniform"`` (default) or
+            ``"orthogonal"`` (the MADE paper's; see [`MaskedLinear`][flowkit.nn.layers.MaskedLinear]).
+            Weights are drawn from torch's global generator, as `torch.nn.Linear` does.
         product: How every masked layer multiplies: ``"auto"`` (by blocks that skip the
             masks' all-False regions where that is predicted to be faster, see
             [`MaskedProduct`][flowkit.nn._blocked.MaskedProduct]), ``"blocked"`` or
@@ -106,6 +114,7 @@ class MADE(nn.Module):
         num_masks: int = 1,
         seed: int | torch.Generator | None = None,
         on_lost_dependencies: str = "warn",
+        init: str = "uniform",
         product: str = "auto",
     ):
         super().__init__()
@@ -113,7 +122,7 @@ class MADE(nn.Module):
         hidden_dims = check_int_list(hidden_dims, "hidden_dims")
         param_dims = check_int_list(param_dims, "param_dims")
         check_int(context_dim, "context_dim", minimum=0)
-        _check_structure_options(hidden_dims, degrees, residual, num_masks, on_lost_dependencies)
+        _check_structure_options(hidden_dims, degrees, residual, num_masks, on_lost_dependencies, init)
         check_product(product)
         self.input_dim = input_dim
         self.hidden_dims = hidden_dims
@@ -126,10 +135,10 @@ class MADE(nn.Module):
         sets = [self._draw_degrees(order, degrees, generator) for _ in range(num_masks)]
         self._register_structure(sets)
         first, *middle, last, skip = self._mask_chain(*sets[0])
-        self.input_layer = MaskedLinear(first, product=product)
-        self.hidden_layers = nn.ModuleList(MaskedLinear(mask, product=product) for mask in middle)
-        self.output_layer = MaskedLinear(last, product=product)
-        self.skip_layer = MaskedLinear(skip, bias=False, product=product) if skip_connections else None
+        self.input_layer = MaskedLinear(first, product=product, init=init)
+        self.hidden_layers = nn.ModuleList(MaskedLinear(mask, product=product, init=init) for mask in middle)
+        self.output_layer = MaskedLinear(last, product=product, init=init)
+        self.skip_layer = MaskedLinear(skip, bias=False, product=product, init=init) if skip_connections else None
         self.context_layer = nn.Linear(context_dim, hidden_dims[0], bias=False) if context_dim else None
         self.context_skip_layer = (
             nn.Linear(context_dim, last.shape[0], bias=False) if context_dim and skip_connections else None
@@ -150,28 +159,26 @@ class MADE(nn.Module):
         self.register_buffer("mask_index", torch.zeros((), dtype=torch.long, device=device))
         self._active_mask = 0
         self._plans = [SequentialPlan.of(*s) for s in sets]
+        self._sampled_plan: SequentialPlan | None = None  # built when the sequential pass needs it
         self._set_blocks: dict[int, list[MaskBlocks | None]] = {}  # see set_mask
+        self.register_load_state_dict_pre_hook(_sampled_buffers_as_saved)
         self.register_load_state_dict_post_hook(_sync_after_load)
 
     # ----------------------------------------------------------------- structure
-    def _draw_degrees(self, order, scheme: str, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
-        input_degrees = M.degrees_from_order(M.make_order(self.input_dim, order, generator))
+    def _draw_degrees(
+        self, order, scheme: str, generator: torch.Generator, sort: bool = True
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Input and hidden degrees of one structure (see [`draw_structure`][flowkit.nn.masks.draw_structure])."""
         # Degree-0 units see only the context; with no context they are useful only when D = 1.
         low = 0 if self.context_dim or self.input_dim == 1 else 1
-        high = max(self.input_dim - 1, low)
-        hidden = []
-        for width in self.hidden_dims:
-            if self.residual and hidden:
-                layer_degrees = hidden[-1]  # h + f(h) needs matching degrees
-            else:
-                layer_degrees = M.hidden_degrees(width, low, high, scheme, generator)
-            low = int(layer_degrees.min())  # a unit below the previous layer's minimum would see nothing
-            hidden.append(layer_degrees)
-        return input_degrees, hidden
+        return M.draw_structure(self.input_dim, self.hidden_dims, generator, order, scheme, low, self.residual, sort)
 
     def degrees(self, index: int | None = None) -> list[Tensor]:
         """Degrees of the inputs and of each hidden layer for mask set ``index``
-        (default: the active one)."""
+        (default: the active structure, resampled or not)."""
+        if index is None and self._active_mask == SAMPLED:
+            hidden = [getattr(self, f"sampled_hidden_degrees_{layer}") for layer in range(len(self.hidden_dims))]
+            return [M.degrees_from_order(self.sampled_order), *hidden]
         index = self._check_index(index)
         order = self.orders[index]
         hidden = [getattr(self, f"hidden_degrees_{layer}")[index] for layer in range(len(self.hidden_dims))]
@@ -196,8 +203,7 @@ class MADE(nn.Module):
         input-to-output mask is last when ``skip_connections``. For the active set (the
         default) these are the masks the layers hold, as they are used."""
         if index is None or index == self._active_mask:
-            layers = [self.input_layer, *self.hidden_layers, self.output_layer]
-            return [layer.mask for layer in layers] + ([self.skip_layer.mask] if self.skip_layer is not None else [])
+            return [layer.mask for layer in self._masked_layers()]
         return self._used_masks(self._masks(self._check_index(index)))
 
     def _used_masks(self, chain_and_skip: list[Tensor]) -> list[Tensor]:
@@ -233,11 +239,6 @@ class MADE(nn.Module):
             raise ValueError(f"index: expected an int in [0, {self.num_masks}), got {index!r}")
         return index
 
-    def _masked_layers(self) -> list[MaskedLinear]:
-        """The masked layers, in the order of [`masks`][flowkit.nn.made.MADE.masks]."""
-        layers = [self.input_layer, *self.hidden_layers, self.output_layer]
-        return layers + ([self.skip_layer] if self.skip_layer is not None else [])
-
     def set_mask(self, index: int) -> None:
         """Activates mask set ``index`` (order and hidden degrees) in every layer."""
         index = self._check_index(index)
@@ -245,13 +246,106 @@ class MADE(nn.Module):
         # of the set coming back, found when it was last active: a switch per minibatch then
         # searches each set's blocks once, not at every switch (about 1 ms per layer).
         # A set whose degrees change must drop its entry of _set_blocks.
-        layers = self._masked_layers()
-        self._set_blocks[self._active_mask] = [layer.product.known_blocks(layer.mask) for layer in layers]
-        kept = self._set_blocks.get(index, [None] * len(layers))
-        for layer, mask, blocks in zip(layers, self._used_masks(self._masks(index)), kept):
-            layer.set_mask(mask, blocks)
+        if self._active_mask != SAMPLED:
+            layers = self._masked_layers()
+            self._set_blocks[self._active_mask] = [layer.product.known_blocks(layer.mask) for layer in layers]
+        self._install_masks(self._masks(index), self._set_blocks.get(index))
         self.mask_index.fill_(index)
         self._active_mask = index
+
+    def _install_masks(self, chain_and_skip: list[Tensor], blocks: list[MaskBlocks | None] | None = None) -> None:
+        """Copies masks (input layer, hidden layers, output, skip) into the layers' buffers,
+        handing each layer its mask's ``blocks`` when they are known."""
+        layers = self._masked_layers()
+        for layer, mask, known in zip(layers, self._used_masks(chain_and_skip), blocks or [None] * len(layers)):
+            layer.set_mask(mask, known)
+
+    def resample_masks(self, generator: torch.Generator, order: bool = True) -> None:
+        """Draws a fresh structure from ``generator`` and puts its masks in the layers: the
+        MADE paper's mask sampling, done before every update (``fit(resample_masks=...)``).
+
+        Hidden degrees are the paper's iid ``"uniform"`` draw, unsorted (every unit's degree
+        is fresh at every draw); ``order=True`` draws a new random order too (the paper's
+        "Full" sampling), ``order=False`` keeps the active order ("Connectivity"). The masks
+        are made by comparisons and copied into the existing buffers (nothing is rebuilt,
+        and no lost dependency is looked for: missing degrees are part of the method), and
+        the structure is kept in buffers, so ``permutation``, ``degrees()``, ``masks()``,
+        the ``state_dict`` and ``DistributedDataParallel`` see it. ``active_mask`` is then
+        -1; [`set_mask`][flowkit.nn.made.MADE.set_mask] goes back to a fixed set.
+
+        Examples:
+            >>> made = MADE(4, [8], order="random", seed=0)
+            >>> made.resample_masks(torch.Generator().manual_seed(1))
+            >>> made.active_mask, sorted(made.permutation.tolist())
+            (-1, [0, 1, 2, 3])
+        """
+        kept = self.permutation.cpu() if not order else "random"
+        input_degrees, hidden = self._draw_degrees(kept, "uniform", generator, sort=False)
+        self._add_sampled_buffers()
+        # Unsorted units leave no all-False blocks worth skipping: the dense product, no search.
+        whole = [MaskBlocks.whole(tuple(layer.mask.shape)) for layer in self._masked_layers()]
+        self._install_masks(self._mask_chain(input_degrees, hidden), whole)
+        self.sampled_order.copy_(M.order_from_degrees(input_degrees))
+        for layer, degrees in enumerate(hidden):
+            getattr(self, f"sampled_hidden_degrees_{layer}").copy_(degrees)
+        self.mask_index.fill_(SAMPLED)
+        self._active_mask = SAMPLED
+        self._sampled_plan = None
+
+    @contextmanager
+    def preserving_masks(self) -> Iterator[None]:
+        """Inside the block, masks may change (``set_mask``, ``resample_masks``); after it,
+        the layers hold the masks, and the MADE the structure, from before again.
+
+        Examples:
+            >>> made = MADE(3, [8], num_masks=2, order="random", seed=0)
+            >>> with made.preserving_masks():
+            ...     made.set_mask(1)
+            >>> made.active_mask
+            0
+        """
+        layers = self._masked_layers()
+        masks = [layer.mask.clone() for layer in layers]
+        had_sampled = self._has_sampled_buffers()
+        sampled = {name: getattr(self, name).clone() for name in self._sampled_buffer_names()} if had_sampled else {}
+        active, plan = self._active_mask, self._sampled_plan
+        try:
+            yield
+        finally:
+            for layer, mask in zip(layers, masks):
+                layer.set_mask(mask)
+            for name, saved in sampled.items():
+                getattr(self, name).copy_(saved)
+            if not had_sampled:
+                self._drop_sampled_buffers()
+            self.mask_index.fill_(active)
+            self._active_mask, self._sampled_plan = active, plan
+
+    def _masked_layers(self) -> list[MaskedLinear]:
+        """The layers that hold masks: input layer, hidden layers, output, skip."""
+        skip = [self.skip_layer] if self.skip_layer is not None else []
+        return [self.input_layer, *self.hidden_layers, self.output_layer, *skip]
+
+    # The structure resample_masks drew last lives in buffers (so that permutation, the
+    # state_dict and DistributedDataParallel see it), registered at the first draw only:
+    # the state_dict of a MADE that never resampled keeps the keys it always had.
+    def _sampled_buffer_names(self) -> list[str]:
+        return ["sampled_order", *(f"sampled_hidden_degrees_{layer}" for layer in range(len(self.hidden_dims)))]
+
+    def _has_sampled_buffers(self) -> bool:
+        return "sampled_order" in self._buffers
+
+    def _add_sampled_buffers(self) -> None:
+        if self._has_sampled_buffers():
+            return
+        device = self.mask_index.device
+        self.register_buffer("sampled_order", torch.zeros(self.input_dim, dtype=torch.long, device=device))
+        for layer, width in enumerate(self.hidden_dims):
+            self.register_buffer(f"sampled_hidden_degrees_{layer}", torch.zeros(width, dtype=torch.long, device=device))
+
+    def _drop_sampled_buffers(self) -> None:
+        for name in self._sampled_buffer_names():
+            self._buffers.pop(name, None)
 
     def next_mask(self) -> int:
         """Activates the next mask set (cyclically) and returns its index."""
@@ -270,17 +364,28 @@ class MADE(nn.Module):
         for index in range(self.num_masks):
             input_degrees, *hidden = self.degrees(index)
             self._plans.append(SequentialPlan.of(input_degrees, hidden))
+        self._sampled_plan = None
+
+    def _active_plan(self) -> SequentialPlan:
+        """The sequential plan of the active structure (a resampled one's is built once, here)."""
+        if self._active_mask != SAMPLED:
+            return self._plans[self._active_mask]
+        if self._sampled_plan is None:
+            input_degrees, *hidden = self.degrees()
+            self._sampled_plan = SequentialPlan.of(input_degrees, hidden)
+        return self._sampled_plan
 
     @property
     def active_mask(self) -> int:
-        """The index of the active mask set (the ``mask_index`` buffer, as a Python int)."""
+        """The index of the active mask set (the ``mask_index`` buffer, as a Python int);
+        -1 while the masks are those [`resample_masks`][flowkit.nn.made.MADE.resample_masks] drew."""
         return self._active_mask
 
     @property
     def permutation(self) -> Tensor:
         """The active order: ``permutation[k]`` is the input that comes ``k``-th (Pyro's
         attribute, read by its transforms to invert)."""
-        return self.orders[self._active_mask]
+        return self.sampled_order if self._active_mask == SAMPLED else self.orders[self._active_mask]
 
     def get_permutation(self) -> Tensor:
         """The active order, as Pyro's `AutoRegressiveNN.get_permutation`."""
@@ -404,12 +509,21 @@ class MADE(nn.Module):
             # layer's __call__, so a MADE converted to a PyroModule registers its parameters.
             no_rows = None if context is None else context.reshape(-1, self.context_dim)[:0]
             self.raw_output(self.output_layer.weight.new_zeros(0, self.input_dim), no_rows, check=False)
-            return fast_sequential(self, self._plans[self._active_mask], step, batch_shape, context)
+            return fast_sequential(self, self._active_plan(), step, batch_shape, context)
         if method == "naive":
             zeros = self.output_layer.weight.new_zeros(batch_shape + (self.input_dim,))
-            order = self._plans[self._active_mask].order
+            order = self._active_plan().order
             return naive_sequential(lambda x: self.raw_output(x, context, check=False), order, step, zeros)
         raise ValueError(f"method: expected 'fast' or 'naive', got {method!r}")
+
+
+def _sampled_buffers_as_saved(made: MADE, state_dict: dict, prefix: str, *args: object) -> None:
+    """``load_state_dict``'s pre hook: the MADE holds the buffers of a resampled structure
+    exactly when the saved state does, so that loading is strict both ways."""
+    if prefix + "sampled_order" in state_dict:
+        made._add_sampled_buffers()
+    else:
+        made._drop_sampled_buffers()
 
 
 def _sync_after_load(made: MADE, incompatible_keys: object) -> None:
@@ -418,7 +532,7 @@ def _sync_after_load(made: MADE, incompatible_keys: object) -> None:
 
 
 def _check_structure_options(
-    hidden_dims: Sequence[int], degrees: str, residual: bool, num_masks: int, on_lost_dependencies: str
+    hidden_dims: Sequence[int], degrees: str, residual: bool, num_masks: int, on_lost_dependencies: str, init: str
 ) -> None:
     """The checks that [`MADE`][flowkit.nn.MADE] and [`MADEConfig`][flowkit.nn.MADEConfig] share."""
     check_int(num_masks, "num_masks", type_error=True)
@@ -428,6 +542,8 @@ def _check_structure_options(
         raise ValueError(f"hidden_dims: residual=True needs equal widths, got {list(hidden_dims)}")
     if on_lost_dependencies not in LOST_DEPENDENCY_ACTIONS:
         raise ValueError(f"on_lost_dependencies: expected 'warn' or 'raise', got {on_lost_dependencies!r}")
+    if init not in INITS:
+        raise ValueError(f"init: expected one of {INITS}, got {init!r}")
 
 
 def default_hidden_dims(input_dim: int) -> list[int]:
@@ -458,6 +574,7 @@ class MADEConfig:
         num_masks: The number of mask sets per MADE.
         on_lost_dependencies: ``"warn"`` or ``"raise"`` for layers too narrow to keep
             every dependency.
+        init: ``"uniform"`` or ``"orthogonal"`` initialisation of the masked layers.
         product: ``"auto"``, ``"blocked"`` or ``"dense"``: how the masked layers multiply.
 
     Examples:
@@ -475,6 +592,7 @@ class MADEConfig:
     residual: bool = False
     num_masks: int = 1
     on_lost_dependencies: str = "warn"
+    init: str = "uniform"
     product: str = "auto"
 
     def __post_init__(self):
@@ -484,7 +602,9 @@ class MADEConfig:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         widths = self.hidden_dims or ()
-        _check_structure_options(widths, self.degrees, self.residual, self.num_masks, self.on_lost_dependencies)
+        _check_structure_options(
+            widths, self.degrees, self.residual, self.num_masks, self.on_lost_dependencies, self.init
+        )
         make_activation(self.activation)  # raises for a bad one
         check_product(self.product)
 
@@ -515,5 +635,6 @@ class MADEConfig:
             num_masks=self.num_masks,
             seed=seed,
             on_lost_dependencies=self.on_lost_dependencies,
+            init=self.init,
             product=self.product,
         )

@@ -49,6 +49,7 @@ from flowkit._validation import check_int
 __all__ = [
     "connectivity",
     "degrees_from_order",
+    "draw_structure",
     "hidden_degrees",
     "hidden_mask",
     "lost_dependencies",
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 ORDER_KINDS = ("natural", "reversed", "random")
-DEGREE_SCHEMES = ("even", "random")
+DEGREE_SCHEMES = ("even", "random", "uniform")
 
 
 def make_order(
@@ -132,14 +133,19 @@ def hidden_degrees(
     high: int,
     scheme: str = "even",
     generator: torch.Generator | None = None,
+    sort: bool = True,
 ) -> LongTensor:
-    """Degrees of the units of one hidden layer, sorted ascending.
+    """Degrees of the units of one hidden layer, sorted ascending (unless ``sort=False``
+    with ``"uniform"``).
 
-    Every degree in ``low..high`` is used at least once whenever ``width`` allows it
-    (``width >= high - low + 1``). A narrower layer gets ``width`` distinct degrees,
-    always including ``low``, the others spread evenly (``"even"``) or drawn at random
-    (``"random"``); the MADE then loses some dependencies, which
-    [`lost_dependencies`][flowkit.nn.masks.lost_dependencies] names.
+    With ``"even"`` and ``"random"``, every degree in ``low..high`` is used at least once
+    whenever ``width`` allows it (``width >= high - low + 1``). A narrower layer gets
+    ``width`` distinct degrees, always including ``low``, the others spread evenly
+    (``"even"``) or drawn at random (``"random"``); the MADE then loses some
+    dependencies, which [`lost_dependencies`][flowkit.nn.masks.lost_dependencies] names.
+    ``"uniform"`` is the MADE paper's draw: every unit's degree uniform on ``low..high``,
+    independently, so some degrees may have no unit (the direct connections of a MADE
+    with ``skip_connections`` still carry every first-order dependency).
 
     Args:
         width: The number of units.
@@ -148,8 +154,13 @@ def hidden_degrees(
         high: The largest useful degree, ``D - 1`` (a unit of degree D feeds no output).
         scheme: ``"even"`` spreads the units evenly over the degrees (deterministic);
             ``"random"`` is the MADE paper's scheme, uniform draws, but it first puts
-            one unit on each degree so that none is missing by chance.
-        generator: The random generator for ``"random"``.
+            one unit on each degree so that none is missing by chance; ``"uniform"``
+            is the paper's draw as it is.
+        generator: The random generator for ``"random"`` and ``"uniform"``.
+        sort: Sort ``"uniform"`` degrees. Unsorted, unit ``k`` of a layer is a fresh
+            uniform draw at every call (what per-update mask sampling needs: sorted, unit
+            ``k`` would always get a degree near the ``k/width`` quantile). The other
+            schemes are always sorted.
 
     Examples:
         >>> hidden_degrees(5, low=1, high=3)
@@ -171,7 +182,60 @@ def hidden_degrees(
         # Keep the lowest degree: with context inputs it is what the first output reads.
         rest = low + 1 + torch.randperm(count - 1, generator=generator, device="cpu")[: width - 1]
         return torch.cat([torch.tensor([low], device="cpu"), rest]).sort().values
+    if scheme == "uniform":
+        degrees = torch.randint(low, high + 1, (width,), generator=generator, device="cpu")
+        return degrees.sort().values if sort else degrees
     raise ValueError(f"scheme: expected one of {DEGREE_SCHEMES}, got {scheme!r}")
+
+
+def draw_structure(
+    input_dim: int,
+    hidden_dims: Sequence[int],
+    generator: torch.Generator | None = None,
+    order: str | Sequence[int] | Tensor = "random",
+    scheme: str = "uniform",
+    low: int = 1,
+    residual: bool = False,
+    sort: bool = True,
+) -> tuple[LongTensor, list[LongTensor]]:
+    """One MADE structure: the input degrees of an order and the degrees of each hidden layer.
+
+    Each layer's degrees are drawn on ``low..input_dim - 1``, ``low`` rising to the
+    smallest degree of the layer below (a unit below it would see nothing). Inputs are
+    checked by the caller ([`MADE`][flowkit.nn.MADE]); this only draws.
+
+    Args:
+        input_dim: The number of inputs ``D``.
+        hidden_dims: The widths of the hidden layers.
+        generator: The random generator for random orders and degrees.
+        order: As in [`make_order`][flowkit.nn.masks.make_order].
+        scheme: As in [`hidden_degrees`][flowkit.nn.masks.hidden_degrees].
+        low: The smallest degree: 1, or 0 with context inputs (see
+            [`hidden_degrees`][flowkit.nn.masks.hidden_degrees]).
+        residual: Every layer after the first repeats the degrees of the one below
+            (``h + f(h)`` needs matching degrees).
+        sort: Sort ``"uniform"`` degrees (see [`hidden_degrees`][flowkit.nn.masks.hidden_degrees]).
+
+    Returns:
+        ``(input_degrees, [degrees of hidden layer l, ...])``.
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> input_degrees, hidden = draw_structure(4, [6], g)
+        >>> sorted(input_degrees.tolist()), len(hidden[0]), bool(hidden[0].max() <= 3)
+        ([1, 2, 3, 4], 6, True)
+    """
+    input_degrees = degrees_from_order(make_order(input_dim, order, generator))
+    high = max(input_dim - 1, low)
+    hidden: list[Tensor] = []
+    for width in hidden_dims:
+        if residual and hidden:
+            layer_degrees = hidden[-1]
+        else:
+            layer_degrees = hidden_degrees(width, low, high, scheme, generator, sort)
+        low = int(layer_degrees.min())
+        hidden.append(layer_degrees)
+    return input_degrees, hidden
 
 
 def hidden_mask(in_degrees: Tensor, out_degrees: Tensor) -> BoolTensor:

@@ -5,7 +5,7 @@ For ``k = 0, ..., D-1`` with ``i = order[k]``, the MADE outputs for input ``i`` 
 on the inputs already built, and ``x[..., i] = step(params, i)``. Two ways to run it:
 
 * [`fast_sequential`][flowkit.nn.sequential.fast_sequential] computes each hidden unit
-  exactly once: units are sorted by degree, so the units of degree ``k`` (in every layer)
+  exactly once: taking units in order of degree, the units of degree ``k`` (in every layer)
   are final as soon as the inputs of rank ``<= k`` are known, and step ``k + 1`` evaluates
   only that thin slice of each layer. The arithmetic of the whole loop is about one
   forward pass.
@@ -40,19 +40,33 @@ class SequentialPlan:
     reads a buffer's value back from the device (and ``torch.compile`` sees constants).
 
     ``order[k]`` is the input of rank ``k``, and ``ready[l][k]`` how many units of hidden
-    layer ``l`` have degree ``< k`` (units are sorted by degree, so
-    ``ready[l][k]:ready[l][k + 1]`` are the units of degree ``k``).
+    layer ``l`` have degree ``< k`` (with the units sorted by degree,
+    ``ready[l][k]:ready[l][k + 1]`` are the units of degree ``k``). ``units[l]`` sorts
+    the units of layer ``l`` by degree when they are not sorted already (masks resampled
+    by [`MADE.resample_masks`][flowkit.nn.made.MADE.resample_masks]), else ``None``.
     """
 
     order: list[int]
     ready: list[list[int]]
+    units: list[Tensor | None]
 
     @staticmethod
     def of(input_degrees: Tensor, hidden: list[Tensor]) -> SequentialPlan:
         """The plan of a mask set given by its input and hidden degrees."""
         steps = torch.arange(len(input_degrees), device="cpu")
-        ready = [[0, *torch.searchsorted(degrees.cpu(), steps, right=True).tolist()] for degrees in hidden]
-        return SequentialPlan(M.order_from_degrees(input_degrees.cpu()).tolist(), ready)
+        units = [_sorting(degrees.cpu()) for degrees in hidden]
+        ready = [
+            [0, *torch.searchsorted(degrees.cpu() if u is None else degrees.cpu()[u], steps, right=True).tolist()]
+            for degrees, u in zip(hidden, units)
+        ]  # fmt: skip
+        return SequentialPlan(M.order_from_degrees(input_degrees.cpu()).tolist(), ready, units)
+
+
+def _sorting(degrees: Tensor) -> Tensor | None:
+    """The permutation that sorts ``degrees`` (stably), or ``None`` when they are sorted."""
+    if bool((degrees[1:] >= degrees[:-1]).all()):
+        return None
+    return torch.argsort(degrees, stable=True)
 
 
 def naive_sequential(
@@ -71,28 +85,38 @@ def naive_sequential(
 @dataclass
 class _RankedWeights:
     """The weights of the active mask set, read once per pass and reordered by rank: the
-    input columns in rank order, and per rank ``k`` the output rows (and skip columns) of
-    the input of rank ``k``.
+    input columns in rank order, the hidden units by degree, and per rank ``k`` the output
+    rows (and skip columns) of the input of rank ``k``.
 
     The raw weights, not the masked ones: every slice the pass reads (units of degree
     ``k`` against the inputs and units of degree ``<= k`` before them) lies wholly inside
     its mask, so masking first would only cost a full multiply of each weight."""
 
     hidden: list[Tensor]  # input layer and hidden layers, (H_l, H_{l-1})
+    hidden_bias: list[Tensor]  # (H_l,)
     out_rows: Tensor  # (D, P): the output rows of each rank, p * D + order[k]
     out_weight: Tensor  # (D, P, H_last)
     out_bias: Tensor  # (D, P)
     skip_weight: Tensor | None  # (D, P, D), inputs in rank order
 
     @staticmethod
-    def of(made: MADE) -> _RankedWeights:
+    def of(made: MADE, plan: SequentialPlan) -> _RankedWeights:
         D, P, order = made.input_dim, sum(made.param_dims), made.permutation
-        hidden = [layer.weight for layer in [made.input_layer, *made.hidden_layers]]
+        layers = [made.input_layer, *made.hidden_layers]
+        hidden, bias = [layer.weight for layer in layers], [layer.bias for layer in layers]
         hidden[0] = hidden[0][:, order]
         out_rows = (torch.arange(P, device=order.device)[:, None] * D + order[None, :]).T
+        out_weight = made.output_layer.weight[out_rows]
+        for l, units in enumerate(plan.units):  # unsorted units: rows of layer l, columns of the next
+            if units is not None:
+                units = units.to(order.device)
+                hidden[l], bias[l] = hidden[l][units], bias[l][units]
+                if l + 1 < len(hidden):
+                    hidden[l + 1] = hidden[l + 1][:, units]
+                else:
+                    out_weight = out_weight[..., units]
         skip = None if made.skip_layer is None else made.skip_layer.weight[:, order][out_rows]
-        output = made.output_layer
-        return _RankedWeights(hidden, out_rows, output.weight[out_rows], output.bias[out_rows], skip)
+        return _RankedWeights(hidden, bias, out_rows, out_weight, made.output_layer.bias[out_rows], skip)
 
 
 class _Columns:
@@ -145,11 +169,14 @@ def fast_sequential(
 
     It runs on the batch flattened to one dimension of ``rows``; ``step`` sees the batch
     shape."""
-    weights = _RankedWeights.of(made)
+    weights = _RankedWeights.of(made, plan)
     rows = batch_shape.numel()
     context_hidden = context_out = None
     if context is not None:
-        context_hidden = _flat(made.context_layer(context), batch_shape)
+        context_hidden = made.context_layer(context)
+        if plan.units[0] is not None:
+            context_hidden = context_hidden[..., plan.units[0].to(context_hidden.device)]
+        context_hidden = _flat(context_hidden, batch_shape)
         if made.context_skip_layer is not None:
             context_out = _flat(made.context_skip_layer(context), batch_shape)
     in_place = not torch.is_grad_enabled()  # nothing can be saved for a backward
@@ -163,7 +190,7 @@ def fast_sequential(
             start, stop = plan.ready[l][k], plan.ready[l][k + 1]  # the units of degree exactly k
             if stop > start:
                 pre = torch.addmm(
-                    layer.bias[start:stop],
+                    weights.hidden_bias[l][start:stop],
                     inputs,
                     weights.hidden[l][start:stop, : inputs.shape[-1]].T,
                     out=known[l].slot(stop - start),
