@@ -1135,3 +1135,22 @@ def test_state_dict_keys_change_only_once_masks_are_resampled():
     assert fresh.active_mask == -1 and torch.equal(fresh.permutation, made.permutation)
     fresh.load_state_dict(resampling_made(seed=2).state_dict())  # strict: and dropped again
     assert set(fresh.state_dict()) == keys and fresh.active_mask == 0
+
+
+def test_resampled_masks_take_the_dense_product_without_a_search(monkeypatch):
+    """Resampled units are unsorted, so their masks have no blocks worth skipping: each layer
+    is handed one whole block and "auto" multiplies densely, with no search per update."""
+    from flowkit.nn import _blocked
+
+    made = MADE(6, [64, 64], order="random", seed=0)
+    made.resample_masks(torch.Generator().manual_seed(1))
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("MaskBlocks.of was called after resample_masks")
+
+    monkeypatch.setattr(_blocked.MaskBlocks, "of", staticmethod(no_search))
+    x = torch.randn(4096, 6)
+    for layer in made._masked_layers():
+        assert layer.product.known_blocks(layer.mask) is not None
+        assert layer.product.choice(torch.randn(4096, layer.in_features), layer.mask) is None
+    made(x)  # the whole forward pass runs without a search
