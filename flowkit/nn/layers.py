@@ -55,7 +55,7 @@ class MaskedLinear(nn.Linear):
     The mask is a registered buffer, so it follows ``.to()``, ``.double()``, the
     ``state_dict`` and pickling.
 
-    The product runs through a [`MaskedProduct`][flowkit.nn._blocked.MaskedProduct]
+    The product runs through a `MaskedProduct` (private module `flowkit.nn._blocked`)
     (the ``product`` attribute, not part of the ``state_dict``): by blocks that skip the
     mask's all-False regions when that is predicted to be faster, else as one dense
     multiply, with the same results either way.
@@ -117,7 +117,7 @@ class MaskedLinear(nn.Linear):
 
     def set_mask(self, mask: Tensor, blocks: MaskBlocks | None = None) -> None:
         """Replaces the mask in place (same shape). ``blocks``, the
-        [`MaskBlocks`][flowkit.nn._blocked.MaskBlocks] of this very mask found before,
+        `MaskBlocks` (`flowkit.nn._blocked`) of this very mask found before,
         spares the blocked product the search (about 1 ms for a 512-wide layer); without
         them it searches again on its next blocked call."""
         self.mask.copy_(mask)

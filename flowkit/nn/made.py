@@ -87,7 +87,7 @@ class MADE(nn.Module):
             Weights are drawn from torch's global generator, as `torch.nn.Linear` does.
         product: How every masked layer multiplies: ``"auto"`` (by blocks that skip the
             masks' all-False regions where that is predicted to be faster, see
-            [`MaskedProduct`][flowkit.nn._blocked.MaskedProduct]), ``"blocked"`` or
+            `MaskedProduct` (private module `flowkit.nn._blocked`)), ``"blocked"`` or
             ``"dense"``; the same results either way. The
             [`product`][flowkit.nn.made.MADE.product] attribute switches it later.
 
