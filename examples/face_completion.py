@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -38,6 +40,13 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 import flowkit  # noqa: E402
 from flowkit.datasets import load_digits, load_faces  # noqa: E402
 from flowkit.training import mean_nll  # noqa: E402
+
+# The tests load this file by path, without its folder on sys.path as a script run has it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import add_shared_options, parse_with_presets  # noqa: E402
+
+FULL = {"hidden": [1000], "epochs": 100, "images": 8, "draws": 3}
+QUICK = {"hidden": [640], "epochs": 1, "images": 3, "draws": 1}  # seconds: the test suite's smoke run
 
 
 def faces(levels: int, seed: int) -> dict:
@@ -151,18 +160,13 @@ def _plot_block(block, panel: Panel, columns: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[1000])
+    parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden widths (default {FULL['hidden']})")
     parser.add_argument("--levels", type=int, default=8, help="grey levels for the faces")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--images", type=int, default=8, help="test images to show per dataset")
-    parser.add_argument("--draws", type=int, default=3, help="completions per image")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/output")
-    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args()
-    if args.quick:
-        args.hidden, args.epochs, args.images, args.draws = [640], 1, 3, 1
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {FULL['epochs']})")
+    parser.add_argument("--images", type=int, help=f"test images to show per dataset (default {FULL['images']})")
+    parser.add_argument("--draws", type=int, help=f"completions per image (default {FULL['draws']})")
+    add_shared_options(parser, QUICK)
+    args = parse_with_presets(parser, None, FULL, QUICK)
 
     os.makedirs(args.out, exist_ok=True)
     panels = []

@@ -39,6 +39,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from _cli import add_shared_options, parse_with_presets  # noqa: E402
 
 import flowkit  # noqa: E402
 from flowkit.datasets import load_digits  # noqa: E402
@@ -80,7 +81,6 @@ def plot(rows: list[tuple[str, torch.Tensor]], path: Path) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"a tiny run for smoke tests: {QUICK}")
     parser.add_argument("--epochs", type=int, help=f"maximum epochs per model (default {FULL['epochs']})")
     parser.add_argument("--hidden", type=int, nargs="+", help=f"hidden widths (default {FULL['hidden']})")
     parser.add_argument("--patience", type=int, help=f"epochs without progress before stopping ({FULL['patience']})")
@@ -88,14 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds weights, masks, minibatches and samples")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output", help="folder for the figure")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    add_shared_options(parser, QUICK)
+    return parse_with_presets(parser, argv, FULL, QUICK)
 
 
 def main(argv=None) -> None:

@@ -38,11 +38,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from _cli import add_shared_options, parse_with_presets  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import flowkit  # noqa: E402
 from flowkit.datasets import load_made_uci  # noqa: E402
 from flowkit.training import mean_nll  # noqa: E402
+
+# epochs is no option: the paper's has no cap (None), early stopping ends training.
+FULL = {"hidden": 500, "valid_masks": 30, "test_masks": 1000, "epochs": None}
+QUICK = {"hidden": 32, "valid_masks": 2, "test_masks": 4, "epochs": 3}  # seconds: the test suite's smoke run
 
 # Test NLL in nats, Germain et al. (2015), Table 1: (1 mask, mask sampling).
 PAPER_NLL = {"dna": (83.63, 79.66), "mushrooms": (9.68, 9.69), "nips": (280.25, 277.28)}
@@ -186,19 +191,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="folder with dna.npz, mushrooms.npz, nips.npz")
     parser.add_argument("--datasets", nargs="+", choices=sorted(RECIPES), default=["dna", "mushrooms", "nips"])
-    parser.add_argument("--hidden", type=int, default=500)
-    parser.add_argument("--valid-masks", type=int, default=30, help="masks averaged for validation")
-    parser.add_argument("--test-masks", type=int, default=1000, help="masks averaged for the test NLL")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/output", help="folder for the figure")
+    parser.add_argument("--hidden", type=int, help=f"hidden units (default {FULL['hidden']})")
+    parser.add_argument("--valid-masks", type=int, help=f"masks averaged for validation ({FULL['valid_masks']})")
+    parser.add_argument("--test-masks", type=int, help=f"masks averaged for the test NLL ({FULL['test_masks']})")
     parser.add_argument("--json", help="write {dataset: {one_mask, mask_sampling}} test NLLs here")
-    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args()
-    epochs = None  # the paper's: no cap, early stopping ends training
-    if args.quick:
-        args.hidden, args.valid_masks, args.test_masks, epochs = 32, 2, 4, 3
-    settings = Settings(args.hidden, epochs, args.valid_masks, args.test_masks, args.seed, not args.no_progress)
+    add_shared_options(parser, QUICK)
+    args = parse_with_presets(parser, None, FULL, QUICK)
+    settings = Settings(args.hidden, args.epochs, args.valid_masks, args.test_masks, args.seed, not args.no_progress)
 
     results = {}
     for name in args.datasets:

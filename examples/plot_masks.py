@@ -13,6 +13,7 @@ Run ``python examples/plot_masks.py``; it writes ``docs/assets/made_masks.png``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +24,11 @@ from matplotlib.gridspec import GridSpec
 
 from flowkit import MADE
 
+# The tests load this file by path, without its folder on sys.path as a script run has it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import add_shared_options  # noqa: E402
+
+# Not examples/output: this figure is the documentation's (docs/tutorials/made-and-masks.md).
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "assets" / "made_masks.png"
 
 
@@ -113,7 +119,8 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[6, 6], help="hidden widths")
     parser.add_argument("--order", default="natural", help="natural, reversed or random")
     parser.add_argument("--degrees", default="even", help="even or random hidden degrees")
-    parser.add_argument("--seed", type=int, default=0)
+    # No --quick (it takes a second) and its own --out: the PNG itself, not a folder.
+    add_shared_options(parser, quick=None, seed_help="seeds a random order and random degrees", outputs=False)
     args = parser.parse_args(argv)
 
     made = MADE(args.inputs, args.hidden, order=args.order, degrees=args.degrees, seed=args.seed)

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
@@ -36,6 +38,14 @@ from torch import Tensor  # noqa: E402
 
 import flowkit  # noqa: E402
 from flowkit.training import mean_nll  # noqa: E402
+
+# The tests load this file by path, without its folder on sys.path as a script run has it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import add_shared_options, parse_with_presets  # noqa: E402
+
+# grid_size is no option: the side of the grid each density is drawn on.
+FULL = {"train_size": 10_000, "transforms": 5, "hidden": 64, "epochs": 40, "grid_size": 200}
+QUICK = {"train_size": 1000, "transforms": 2, "hidden": 16, "epochs": 2, "grid_size": 40}  # the test suite's
 
 
 @dataclass
@@ -95,7 +105,7 @@ def train(label: str, flow: flowkit.Flow, splits: dict, scaler: Standardiser, ar
     start = time.perf_counter()
     flowkit.fit(
         flow, scaler(splits["train"]), scaler(splits["valid"]), epochs=args.epochs,
-        batch_size=256, lr=args.lr, patience=None, progress=args.progress, seed=args.seed,
+        batch_size=256, lr=args.lr, patience=None, progress=not args.no_progress, seed=args.seed,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     test_nll = mean_nll(flow, scaler(splits["test"])) + scaler.log_scale
@@ -150,22 +160,15 @@ def figure(panels: list[tuple[str, Tensor, Standardiser, list[Result]]], grid_si
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", choices=flowkit.datasets.TOY_2D, default=["checkerboard", "moons"])
-    parser.add_argument("--train-size", type=int, default=10_000)
-    parser.add_argument("--transforms", type=int, default=5, help="steps of each flow")
-    parser.add_argument("--hidden", type=int, default=64, help="the spline MADEs' width (two layers)")
+    parser.add_argument("--train-size", type=int, help=f"training points (default {FULL['train_size']})")
+    parser.add_argument("--transforms", type=int, help=f"steps of each flow (default {FULL['transforms']})")
+    parser.add_argument("--hidden", type=int, help=f"the spline MADEs' width, two layers (default {FULL['hidden']})")
     parser.add_argument("--bins", type=int, default=8)
     parser.add_argument("--bound", type=float, default=4.0, help="the spline's B, in standard deviations")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {FULL['epochs']})")
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/output")
-    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    args = parser.parse_args(argv)
-    args.grid_size = 200
-    if args.quick:
-        args.train_size, args.transforms, args.hidden, args.epochs, args.grid_size = 1000, 2, 16, 2, 40
-    return args
+    add_shared_options(parser, QUICK)
+    return parse_with_presets(parser, argv, FULL, QUICK)
 
 
 def main(argv: list[str] | None = None) -> None:

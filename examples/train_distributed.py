@@ -20,8 +20,12 @@ import time
 
 import torch
 import torch.distributed as dist
+from _cli import add_shared_options, parse_with_presets
 
 import flowkit
+
+FULL = {"rows": 200_000, "epochs": 5, "batch_size": 512}
+QUICK = {"rows": 2_000, "epochs": 2, "batch_size": 64}  # seconds: the test suite's smoke run
 
 
 def start() -> tuple[int, int, torch.device]:
@@ -41,27 +45,26 @@ def start() -> tuple[int, int, torch.device]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=200_000, help="training rows (valid and test get a tenth each)")
+    parser.add_argument("--rows", type=int, help=f"training rows, valid and test get a tenth each ({FULL['rows']})")
     parser.add_argument("--dim", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=512, help="rows per process per step")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {FULL['epochs']})")
+    parser.add_argument("--batch-size", type=int, help=f"rows per process per step (default {FULL['batch_size']})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
-    args = parser.parse_args()
-    if args.quick:
-        args.rows, args.epochs, args.batch_size = 2_000, 2, 64
+    # No --out (it draws no figure) and no --no-progress (only rank 0 shows progress).
+    add_shared_options(parser, QUICK, seed_help="seeds the data, the flow and the minibatches", outputs=False)
+    args = parse_with_presets(parser, None, FULL, QUICK)
     torch.set_num_threads(args.threads)
     rank, world_size, device = start()
 
     # The same data on every process: each takes its share of every minibatch.
-    torch.manual_seed(0)
-    target = flowkit.datasets.gaussian_mixture(args.dim, seed=0)
+    torch.manual_seed(args.seed)
+    target = flowkit.datasets.gaussian_mixture(args.dim, seed=args.seed)
     train, valid, test = target.sample((args.rows + 2 * (args.rows // 10),)).split([args.rows, args.rows // 10, args.rows // 10])
-    flow = flowkit.maf(args.dim, num_transforms=5, hidden_dims=[128, 128], seed=0).to(device)
+    flow = flowkit.maf(args.dim, num_transforms=5, hidden_dims=[128, 128], seed=args.seed).to(device)
 
     start_time = time.perf_counter()
     history = flowkit.fit(
-        flow, train, valid, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=0,
+        flow, train, valid, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=args.seed,
         distributed=world_size > 1, progress=rank == 0,
     )  # fmt: skip
     seconds = time.perf_counter() - start_time

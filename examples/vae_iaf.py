@@ -68,6 +68,7 @@ import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _cli import add_shared_options, parse_with_presets  # noqa: E402
 from pyro import poutine  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyro.optim import Adam  # noqa: E402
@@ -245,24 +246,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, help=f"KL warm-up epochs (default {FULL['warmup']}; 0 for none)")
     parser.add_argument("--hidden", type=int, help=f"encoder and decoder width (default {FULL['hidden']})")
     parser.add_argument("--iaf-hidden", type=int, help=f"width of the IAF MADEs (default {FULL['iaf_hidden']})")
-    parser.add_argument("--samples", type=int, help=f"K, importance samples for log p(x) (default {FULL['K']})")
+    parser.add_argument("--samples", dest="K", type=int, help=f"K, importance samples for log p(x) (default {FULL['K']})")
     parser.add_argument("--latent", type=int, default=8, help="latent dimension")
     parser.add_argument("--context", type=int, default=32, help="size of the encoder's context h")
     parser.add_argument("--transforms", type=int, default=4, help="IAF steps")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=10, help="test digits and prior samples to show")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/output")
-    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args()
+    add_shared_options(parser, QUICK)
+    args = parse_with_presets(parser, None, FULL, QUICK)
     if args.transforms < 1:
         parser.error("--transforms: the IAF posterior needs at least one step")
-    preset = QUICK if args.quick else FULL
-    overrides = {"epochs": args.epochs, "warmup": args.warmup, "hidden": args.hidden,
-                 "iaf_hidden": args.iaf_hidden, "K": args.samples}
-    settings = {key: value if overrides[key] is None else overrides[key] for key, value in preset.items()}
+    settings = {key: getattr(args, key) for key in FULL}
 
     torch.set_num_threads(1)  # small matrices: on a busy 2-core machine extra threads only slow it down
     data = load_digits(seed=args.seed)

@@ -14,10 +14,10 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pyro
 import torch
+from _cli import add_shared_options, parse_with_presets
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoGuide, AutoIAFNormal, AutoNormal
@@ -142,7 +142,6 @@ def parse_args(
     what the ``--eval-samples`` draws are for; ``extra(parser)`` adds an example's own
     options (listed after ``--eval-samples``)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help=f"a tiny run for smoke tests: {quick}")
     parser.add_argument("--steps", type=int, help=f"SVI steps per guide (default {full['steps']})")
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {full['lr']})")
     parser.add_argument("--lr-decay", type=float, default=0.1, help="final lr / initial lr (default 0.1)")
@@ -157,14 +156,8 @@ def parse_args(
     parser.add_argument("--seeds", type=int, nargs="+", help=f"{seed_help} (default {full['seeds']})")
     parser.add_argument("--stick-the-landing", action=argparse.BooleanOptionalAction, default=True,
                         help="flowkit AutoIAF's path-derivative gradient (default on, as in flowkit)")
-    # examples/output: this module lives beside the examples.
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output", help="folder for the figure")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    add_shared_options(parser, quick, seed_help=None)  # --seeds above: one run per seed
+    return parse_with_presets(parser, argv, full, quick)
 
 
 def describe(args: argparse.Namespace, evaluation: str) -> str:

@@ -47,6 +47,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
+from _cli import add_shared_options, parse_with_presets  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyro.infer.autoguide import AutoGuide, AutoIAFNormal, AutoMultivariateNormal  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -161,7 +162,6 @@ def plot(results: dict, path: Path, args: argparse.Namespace, floor: float) -> N
 # ------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"a tiny run for smoke tests: {QUICK}")
     parser.add_argument("--steps", type=int, help=f"SVI steps per guide and seed (default {FULL['steps']})")
     parser.add_argument("--lr", type=float, default=5e-3, help="ClippedAdam learning rate (default 5e-3)")
     parser.add_argument("--seeds", type=int, nargs="+", help=f"seeds (default {FULL['seeds']})")
@@ -169,13 +169,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, help=f"steps between points of the curve ({FULL['eval_every']})")
     parser.add_argument("--curve-samples", type=int, help=f"draws per point of the curve ({FULL['curve_samples']})")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output", help="folder for the figure")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    add_shared_options(parser, QUICK, seed_help=None)  # --seeds above: one run per seed
+    return parse_with_presets(parser, argv, FULL, QUICK)
 
 
 def main(argv: list[str] | None = None) -> None:
