@@ -18,7 +18,7 @@ from pyro.optim import Adam
 from torch import nn
 
 import flowkit
-from flowkit.nn import MADE, MADEConfig
+from flowkit.nn import MADEConfig
 from flowkit.transforms import ActNorm, Affine, AffineIAF, AffineMAF, BatchNorm, GatedAffine, Permute
 from helpers import perturb_
 
@@ -26,11 +26,7 @@ BUILDERS = {"maf": flowkit.maf, "iaf": flowkit.iaf}
 TOL = dict(atol=1e-10, rtol=1e-10)
 
 
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -44,39 +40,6 @@ def made_parameters(flow):
 
 def standard_normal_log_prob(x):
     return torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
-
-
-class PassCounter:
-    """Counts MADE passes: one-pass calls (raw_output) and sequential sweeps. The fast
-    sequential method does not call raw_output, so it is counted separately."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.raw_output = self.sequential = 0
-
-    @property
-    def counts(self):
-        return self.raw_output, self.sequential
-
-
-@pytest.fixture
-def made_passes(monkeypatch):
-    counter = PassCounter()
-    raw_output, sequential = MADE.raw_output, MADE.sequential
-
-    def counting_raw_output(self, *args, **kwargs):
-        counter.raw_output += 1
-        return raw_output(self, *args, **kwargs)
-
-    def counting_sequential(self, *args, **kwargs):
-        counter.sequential += 1
-        return sequential(self, *args, **kwargs)
-
-    monkeypatch.setattr(flowkit.nn.MADE, "raw_output", counting_raw_output)
-    monkeypatch.setattr(flowkit.nn.MADE, "sequential", counting_sequential)
-    return counter
 
 
 # --------------------------------------------------------------------------- structure

@@ -23,33 +23,13 @@ from pyro.optim import Adam, ClippedAdam
 from torch import nn
 
 from flowkit.infer import AmortizedIAF, AutoIAF, AutoMAF
-from flowkit.nn import MADE
 
 GUIDES = {"AutoIAF": AutoIAF, "AutoMAF": AutoMAF}
 # (guide class, stable) for the SVI smoke tests
 KINDS = [("AutoIAF", False), ("AutoIAF", True), ("AutoMAF", False)]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
-@pytest.fixture
-def made_passes(monkeypatch):
-    """Counts MADE passes: every call of ``MADE.raw_output`` (a full pass, or the one
-    zero-row call with which the fast sequential direction starts)."""
-    counter = {"n": 0}
-    original = MADE.raw_output
-
-    def counting(self, *args, **kwargs):
-        counter["n"] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(MADE, "raw_output", counting)
-    return counter
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 # ----------------------------------------------------------------------------- models
@@ -139,13 +119,13 @@ def test_scoring_own_sample_needs_no_made_pass(stable, made_passes):
     guide = make_guide("AutoIAF", stable=stable, num_transforms=3)
     guide()
     q = guide.get_posterior()
-    made_passes["n"] = 0
+    made_passes.reset()
     z = q.rsample((5,))
-    assert made_passes["n"] == 3  # one pass per IAF step
+    assert made_passes.raw_output == 3  # one pass per IAF step
     q.log_prob(z)
-    assert made_passes["n"] == 3, "scoring the guide's own sample ran extra MADE passes"
+    assert made_passes.raw_output == 3, "scoring the guide's own sample ran extra MADE passes"
     q.log_prob(z.clone())  # sanity: the counter sees a real recomputation
-    assert made_passes["n"] > 3
+    assert made_passes.raw_output > 3
 
 
 @pytest.mark.parametrize("num_transforms", [1, 3])
@@ -155,10 +135,10 @@ def test_trace_elbo_made_passes_per_iaf_step(num_transforms, stick_the_landing, 
     path-derivative score one more over the D + 1 noise copies: no sequential inverse."""
     guide = make_guide("AutoIAF", num_transforms=num_transforms, stick_the_landing=stick_the_landing)
     guide()
-    made_passes["n"] = 0
+    made_passes.reset()
     loss = Trace_ELBO().differentiable_loss(gaussian_model, guide)
     assert torch.isfinite(loss)
-    assert made_passes["n"] == num_transforms * (2 if stick_the_landing else 1)
+    assert made_passes.raw_output == num_transforms * (2 if stick_the_landing else 1)
 
 
 @pytest.mark.parametrize("options", [{}, {"fused": True}], ids=["Adam", "fused_Adam"])
@@ -170,9 +150,9 @@ def test_svi_scores_each_step_from_the_cache_and_never_a_stale_value(options, ma
     guide()
     svi = SVI(constrained_model, guide, Adam({"lr": 1e-2, **options}), Trace_ELBO())
     for _ in range(5):
-        made_passes["n"] = 0
+        made_passes.reset()
         assert math.isfinite(svi.step())
-        assert made_passes["n"] == 2
+        assert made_passes.raw_output == 2
     flow = guide.flow()  # a distribution over the flow's transforms
     z = flow.rsample((4,))
     stale = flow.log_prob(z)
@@ -470,11 +450,11 @@ def test_amortized_log_prob_matches_recomputation(stable):
 def test_amortized_scoring_own_sample_needs_no_made_pass(made_passes):
     posterior = AmortizedIAF(latent_dim=3, context_dim=4, num_transforms=2, hidden_dims=[16], stick_the_landing=False)
     q = posterior(torch.randn(5, 3), torch.ones(5, 3), torch.randn(5, 4))
-    made_passes["n"] = 0
+    made_passes.reset()
     z = q.rsample()
-    assert made_passes["n"] == 2
+    assert made_passes.raw_output == 2
     q.log_prob(z)
-    assert made_passes["n"] == 2
+    assert made_passes.raw_output == 2
 
 
 def test_amortized_validation():
@@ -520,10 +500,10 @@ def test_amortized_iaf_in_a_tiny_vae(stick_the_landing, made_passes):
         with pyro.plate("batch", x.shape[0]):
             pyro.sample("z", posterior(loc, log_scale.exp(), h))
 
-    made_passes["n"] = 0
+    made_passes.reset()
     assert torch.isfinite(Trace_ELBO().differentiable_loss(model, guide, data))
     # One pass per IAF step (the score from the cache), or one more over the noise copies.
-    assert made_passes["n"] == (4 if stick_the_landing else 2)
+    assert made_passes.raw_output == (4 if stick_the_landing else 2)
 
     before = {k: v.detach().clone() for k, v in posterior.named_parameters()}
     svi = SVI(model, guide, Adam({"lr": 3e-2}), Trace_ELBO())

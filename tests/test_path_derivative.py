@@ -27,11 +27,7 @@ COVARIANCE = [[1.0, 0.8, 0.3], [0.8, 1.5, -0.4], [0.3, -0.4, 0.7]]
 ELBOS = {"Trace_ELBO": Trace_ELBO, "JitTrace_ELBO": JitTrace_ELBO, "TraceMeanField_ELBO": TraceMeanField_ELBO}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 def gaussian_posterior_model():
