@@ -1,5 +1,5 @@
 """Helpers shared by the MADE density-model test files (test_made_models_*.py): small float64
-models of each family with redrawn weights, valid data, every configuration of a discrete model,
+models of each family, valid data, every configuration of a discrete model,
 chi-square checks and the Gaussian scale map."""
 
 import itertools
@@ -30,16 +30,6 @@ def make_model(family, input_dim=4, hidden_dims=(10, 10), context_dim=0, **kwarg
     else:
         model = CategoricalMADE(input_dim, hidden_dims, num_classes=K_CLASSES, context_dim=context_dim, **kwargs)
     return model.double()
-
-
-def perturb(model, scale=1.0, seed=0):
-    """Redraws every weight and bias from N(0, scale^2) so the conditionals are
-    non-trivial (masks are buffers and stay as they are)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator, dtype=param.dtype) * scale)
-    return model
 
 
 def data_for(family, batch_shape, input_dim=4, seed=1):

@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from helpers import perturb_
 from made_models_helpers import (
     FAMILIES,
     all_configurations,
@@ -14,7 +15,6 @@ from made_models_helpers import (
     counts_of,
     data_for,
     make_model,
-    perturb,
 )
 
 # ------------------------------------------------------------------ completion
@@ -23,7 +23,7 @@ from made_models_helpers import (
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", ["sample", "mode"])
 def test_complete_keeps_observed_entries_exactly(family, method):
-    model = perturb(make_model(family, order="random", num_masks=3), scale=0.7)
+    model = perturb_(make_model(family, order="random", num_masks=3), scale=0.7)
     x = data_for(family, (50,))
     observed = torch.tensor([True, False, True, False])
     completed = model.complete(x, observed, method=method)
@@ -36,7 +36,7 @@ def test_complete_keeps_observed_entries_exactly(family, method):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_complete_with_a_per_row_observed_mask(family):
-    model = perturb(make_model(family), scale=0.7)
+    model = perturb_(make_model(family), scale=0.7)
     x = data_for(family, (30,))
     observed = torch.rand(30, 4, generator=torch.Generator().manual_seed(0)) < 0.5
     completed = model.complete(x, observed)
@@ -46,7 +46,7 @@ def test_complete_with_a_per_row_observed_mask(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_complete_with_a_context(family):
-    model = perturb(make_model(family, context_dim=2), scale=0.7)
+    model = perturb_(make_model(family, context_dim=2), scale=0.7)
     x = data_for(family, (5,))
     observed = torch.tensor([False, True, True, False])
     completed = model.complete(x, observed, context=context_batch(5))
@@ -56,7 +56,7 @@ def test_complete_with_a_context(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_complete_by_mode_is_deterministic_and_fills_in_conditional_modes(family):
-    model = perturb(make_model(family, order="random"), scale=0.7)
+    model = perturb_(make_model(family, order="random"), scale=0.7)
     x = data_for(family, (8,))
     observed = torch.tensor([False, True, False, True])
     torch.manual_seed(1)
@@ -86,7 +86,7 @@ def exact_conditional(model, observed_values, observed):
     [("natural", [True, False, False]), ("reversed", [False, True, True]), ([1, 2, 0], [False, True, False])],
 )
 def test_completion_is_the_exact_conditional_when_observed_dims_come_first(order, observed):
-    model = perturb(make_model("bernoulli", input_dim=3, hidden_dims=[8], order=order), scale=1.5)
+    model = perturb_(make_model("bernoulli", input_dim=3, hidden_dims=[8], order=order), scale=1.5)
     observed = torch.tensor(observed)
     assert model.is_exact_completion(observed)
     observed_values = torch.ones(int(observed.sum()), dtype=torch.float64)
@@ -150,7 +150,7 @@ def test_best_mask_for_picks_the_order_with_the_fewest_bad_pairs():
 
 
 def test_complete_uses_the_best_mask_and_restores_the_active_one():
-    model = perturb(make_model("gaussian", input_dim=5, order="random", num_masks=6, seed=1), scale=0.7)
+    model = perturb_(make_model("gaussian", input_dim=5, order="random", num_masks=6, seed=1), scale=0.7)
     model.made.set_mask(2)
     observed = torch.tensor([True, False, False, True, False])
     best = model.best_mask_for(observed)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from flowkit import MixtureMADE
+from helpers import perturb_
 from made_models_helpers import (
     FAMILIES,
     K_CLASSES,
@@ -18,7 +19,6 @@ from made_models_helpers import (
     density_on_grid,
     make_model,
     normal_log_density,
-    perturb,
     scales_of,
 )
 
@@ -49,7 +49,7 @@ def test_log_prob_broadcasts_data_against_the_context_batch(family):
     batch of three contexts gives three log-probs, each equal to scoring the row
     against that context alone."""
     model = make_model(family, context_dim=2)
-    perturb(model)
+    perturb_(model, scale=1.0)
     x = data_for(family, ())
     context = context_batch(3)
     expected = torch.stack([model.log_prob(x, c) for c in context])
@@ -75,7 +75,7 @@ DISCRETE_MASK_SETS = [
 @pytest.mark.parametrize("context_dim", [0, 2])
 def test_bernoulli_probabilities_sum_to_one_over_all_configurations(made_kwargs, context_dim):
     D = 5
-    model = perturb(make_model("bernoulli", input_dim=D, context_dim=context_dim, **made_kwargs), scale=1.5)
+    model = perturb_(make_model("bernoulli", input_dim=D, context_dim=context_dim, **made_kwargs), scale=1.5)
     x = all_configurations(D, 2).double()  # (32, D)
     contexts = [None] if context_dim == 0 else list(context_batch(3, context_dim))
     for index in range(model.made.num_masks):
@@ -91,7 +91,7 @@ def test_bernoulli_probabilities_sum_to_one_over_all_configurations(made_kwargs,
 @pytest.mark.parametrize("context_dim", [0, 2])
 def test_categorical_probabilities_sum_to_one_over_all_configurations(made_kwargs, context_dim):
     D = 4
-    model = perturb(make_model("categorical", input_dim=D, context_dim=context_dim, **made_kwargs), scale=1.5)
+    model = perturb_(make_model("categorical", input_dim=D, context_dim=context_dim, **made_kwargs), scale=1.5)
     x = all_configurations(D, K_CLASSES)  # (81, D) int64
     contexts = [None] if context_dim == 0 else list(context_batch(3, context_dim))
     for index in range(model.made.num_masks):
@@ -124,7 +124,7 @@ def assert_scales_resolved_by(model, points, spacing, context=None):
 @pytest.mark.parametrize("family", ["gaussian", "mixture"])
 @pytest.mark.parametrize("context_dim", [0, 2])
 def test_real_densities_integrate_to_one_in_one_dimension(family, context_dim):
-    model = perturb(make_model(family, input_dim=1, hidden_dims=[6], context_dim=context_dim), scale=0.7)
+    model = perturb_(make_model(family, input_dim=1, hidden_dims=[6], context_dim=context_dim), scale=0.7)
     axis = torch.linspace(-20, 20, 8001, dtype=torch.float64)
     contexts = [None] if context_dim == 0 else list(context_batch(2, context_dim))
     for context in contexts:
@@ -155,7 +155,7 @@ def test_real_densities_integrate_to_one_in_two_dimensions(family, made_kwargs):
 
 @pytest.mark.parametrize("context_dim", [0, 2])
 def test_bernoulli_log_prob_is_the_chain_rule(context_dim):
-    model = perturb(make_model("bernoulli", input_dim=4, context_dim=context_dim, order="random"))
+    model = perturb_(make_model("bernoulli", input_dim=4, context_dim=context_dim, order="random"), scale=1.0)
     x = data_for("bernoulli", (6,))
     context = context_batch(6, context_dim) if context_dim else None
     logits = model.made(x, context) if context is not None else model.made(x)  # (6, D)
@@ -165,7 +165,7 @@ def test_bernoulli_log_prob_is_the_chain_rule(context_dim):
 
 
 def test_gaussian_log_prob_is_the_chain_rule():
-    model = perturb(make_model("gaussian", input_dim=4, order="random"), scale=0.5)
+    model = perturb_(make_model("gaussian", input_dim=4, order="random"), scale=0.5)
     x = data_for("gaussian", (6,))
     loc, unconstrained = model.made(x)
     by_hand = normal_log_density(x, loc, scales_of(unconstrained)).sum(-1)
@@ -173,7 +173,7 @@ def test_gaussian_log_prob_is_the_chain_rule():
 
 
 def test_mixture_log_prob_is_the_chain_rule():
-    model = perturb(make_model("mixture", input_dim=4, order="random"), scale=0.5)
+    model = perturb_(make_model("mixture", input_dim=4, order="random"), scale=0.5)
     x = data_for("mixture", (6,))
     logits, loc, unconstrained = model.made(x)  # each (6, K, D)
     weights = torch.softmax(logits, dim=-2)
@@ -183,7 +183,7 @@ def test_mixture_log_prob_is_the_chain_rule():
 
 
 def test_categorical_log_prob_is_the_chain_rule():
-    model = perturb(make_model("categorical", input_dim=4, order="random"))
+    model = perturb_(make_model("categorical", input_dim=4, order="random"), scale=1.0)
     x = data_for("categorical", (6,))
     made_input = x.double() * 2 / (K_CLASSES - 1) - 1  # documented: class k -> 2k/(K-1) - 1
     logits = model.made(made_input)  # (6, K, D)

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from flowkit import BernoulliMADE
-from made_models_helpers import FAMILIES, all_configurations, context_batch, data_for, make_model, perturb
+from helpers import perturb_
+from made_models_helpers import FAMILIES, all_configurations, context_batch, data_for, make_model
 
 # ------------------------------------------------------------------- ensembles
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_log_prob_ensemble_is_the_log_mean_exp_over_mask_sets(family):
-    model = perturb(make_model(family, order="random", num_masks=4), scale=0.7)
+    model = perturb_(make_model(family, order="random", num_masks=4), scale=0.7)
     x = data_for(family, (6,))
     per_mask = []
     for index in range(4):
@@ -36,7 +37,7 @@ def test_log_prob_ensemble_is_the_log_mean_exp_over_mask_sets(family):
 
 
 def test_log_prob_ensemble_with_a_context():
-    model = perturb(make_model("gaussian", context_dim=2, order="random", num_masks=3), scale=0.7)
+    model = perturb_(make_model("gaussian", context_dim=2, order="random", num_masks=3), scale=0.7)
     x, context = data_for("gaussian", (5,)), context_batch(5)
     per_mask = []
     for index in range(3):
@@ -48,7 +49,7 @@ def test_log_prob_ensemble_with_a_context():
 
 
 def test_bernoulli_ensemble_is_normalised():
-    model = perturb(make_model("bernoulli", input_dim=4, order="random", num_masks=3), scale=1.5)
+    model = perturb_(make_model("bernoulli", input_dim=4, order="random", num_masks=3), scale=1.5)
     log_prob = model.log_prob_ensemble(all_configurations(4, 2).double())
     assert abs(torch.logsumexp(log_prob, 0).exp().item() - 1) < 1e-10
 
@@ -72,7 +73,7 @@ def test_log_prob_ensemble_empty_mask_indices():
 
 def test_ensemble_of_fresh_masks_is_the_log_mean_exp_of_each_masks_log_prob():
     model = BernoulliMADE(5, [16], skip_connections=True, order="random", seed=0).double()
-    perturb(model)
+    perturb_(model, scale=1.0)
     x = data_for("bernoulli", (7,), input_dim=5).double()
     ensemble = model.log_prob_ensemble(x, num_masks=6, seed=3)
     generator, each = torch.Generator().manual_seed(3), []

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from flowkit.distributions import MADEDistribution
+from helpers import perturb_
 from made_models_helpers import (
     FAMILIES,
     K_CLASSES,
@@ -20,7 +21,6 @@ from made_models_helpers import (
     data_for,
     density_on_grid,
     make_model,
-    perturb,
 )
 
 # ------------------------------------------------------------------- sampling
@@ -29,7 +29,7 @@ from made_models_helpers import (
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("sample_shape", [(), (5,), (2, 3)])
 def test_sample_shape_dtype_and_support(family, sample_shape):
-    model = perturb(make_model(family), scale=0.5)
+    model = perturb_(make_model(family), scale=0.5)
     x = model.sample(sample_shape)
     assert x.shape == (*sample_shape, 4)
     if family == "categorical":
@@ -84,7 +84,7 @@ def test_categorical_samples_use_every_class():
 @pytest.mark.parametrize("order", ["natural", "reversed"])
 def test_empirical_distribution_of_samples_matches_the_exact_probabilities(family, order):
     D, num_values = 3, (2 if family == "bernoulli" else K_CLASSES)
-    model = perturb(make_model(family, input_dim=D, hidden_dims=[8], order=order), scale=1.5)
+    model = perturb_(make_model(family, input_dim=D, hidden_dims=[8], order=order), scale=1.5)
     configs = all_configurations(D, num_values)
     probs = model.log_prob(configs.double() if family == "bernoulli" else configs).exp().detach()
     # the joint is not a product of its marginals, so the conditionals matter
@@ -143,7 +143,7 @@ def sample_with_method(model, method, sample_shape, context, seed):
     [dict(order="random"), dict(order="random", context_dim=2, skip_connections=True, degrees="random")],
 )
 def test_fast_sampling_equals_naive_sampling_with_the_same_seed(family, made_kwargs):
-    model = perturb(make_model(family, input_dim=5, **made_kwargs), scale=0.7)
+    model = perturb_(make_model(family, input_dim=5, **made_kwargs), scale=0.7)
     context = context_batch(6) if made_kwargs.get("context_dim") else None
     shape = () if context is not None else (6,)
     fast = sample_with_method(model, "fast", shape, context, seed=7)
@@ -162,7 +162,7 @@ def test_fast_sampling_equals_naive_sampling_with_the_same_seed(family, made_kwa
 def test_sequential_with_the_mode_step_is_the_same_for_fast_and_naive(family):
     """A deterministic step: the mode of each conditional. Both passes must build the
     same sequence, and each built value is the mode of its conditional at the result."""
-    model = perturb(make_model(family, input_dim=5, order="random", num_masks=2), scale=0.7)
+    model = perturb_(make_model(family, input_dim=5, order="random", num_masks=2), scale=0.7)
     model.made.set_mask(1)
 
     def step(params, i):
@@ -182,7 +182,7 @@ def test_sequential_with_the_mode_step_is_the_same_for_fast_and_naive(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pyro_view_without_context(family):
-    model = perturb(make_model(family), scale=0.7)
+    model = perturb_(make_model(family), scale=0.7)
     distribution = model()
     assert isinstance(distribution, MADEDistribution)
     assert distribution.event_shape == (4,)
@@ -198,7 +198,7 @@ def test_pyro_view_without_context(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pyro_view_with_context(family):
-    model = perturb(make_model(family, context_dim=2), scale=0.7)
+    model = perturb_(make_model(family, context_dim=2), scale=0.7)
     context = context_batch(3)
     distribution = model(context)
     assert distribution.event_shape == (4,)
@@ -214,7 +214,7 @@ def test_pyro_view_with_context(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_observed_pyro_sample_site_scores_with_the_model(family):
-    model = perturb(make_model(family), scale=0.7)
+    model = perturb_(make_model(family), scale=0.7)
     data = data_for(family, (7,))
 
     def pyro_model(data):
@@ -228,7 +228,7 @@ def test_observed_pyro_sample_site_scores_with_the_model(family):
 def test_observed_pyro_sample_site_in_a_plate_with_a_context_per_row():
     """Pyro's plate broadcasting calls dist.expand(batch_shape) at every site in a
     plate, even when the batch shape already matches (one context per row)."""
-    model = perturb(make_model("gaussian", context_dim=2), scale=0.7)
+    model = perturb_(make_model("gaussian", context_dim=2), scale=0.7)
     data, context = data_for("gaussian", (7,)), context_batch(7)
 
     def pyro_model(data, context):
