@@ -16,15 +16,22 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_DOC_CODE_LINE = 88
 
 
-def perturb_(module, gain=1.5, seed=0):
+def perturb_(module, gain=1.5, seed=0, scale=None):
     """Redraws every parameter so the map is far from the builders' near-identity start:
     biases from N(0, 0.5^2), weights from N(0, gain^2 / fan_in). Scaling by the fan-in
     keeps outputs O(1): with N(0, 0.5^2) weights a deep residual MADE can output scales
-    of 1e-9, and an exactness check of 1e-10 then measures conditioning, not the code."""
+    of 1e-9, and an exactness check of 1e-10 then measures conditioning, not the code.
+
+    With ``scale``, every weight and bias comes from N(0, scale^2) instead: the small
+    density models of test_made_models_*.py want conditionals far from uniform. Masks are
+    buffers and stay as they are. Returns ``module``."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            std = 0.5 if p.dim() == 1 else gain / math.sqrt(p.shape[1])
+            if scale is not None:
+                std = scale
+            else:
+                std = 0.5 if p.dim() == 1 else gain / math.sqrt(p.shape[1])
             p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
     return module
 

@@ -25,6 +25,8 @@ from flowkit.transforms import (
 )
 from helpers import batch_jacobian, log_abs_det, perturb_
 
+pytestmark = pytest.mark.usefixtures("clean_param_store")  # the guide tests train Pyro parameters
+
 D, C = 4, 2
 TOL = dict(atol=1e-10, rtol=1e-10)
 BIJECTIONS = {
@@ -246,13 +248,6 @@ def test_a_short_fit_of_nsf_on_moons_reduces_the_nll():
 
 
 # ----------------------------------------------------------------------- guides
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def test_auto_iaf_with_spline_steps_trains_and_scores_its_samples():
     def model():
         pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))

@@ -1,82 +1,38 @@
-"""Tests for the flow builders flowkit.maf / flowkit.iaf and the Flow module.
+"""Tests for the flow builders flowkit.maf / flowkit.iaf and the Flow module: structure,
+state_dict / dtype / pickle, log_prob consistency, conditional flows, gradients, batch norm
+in flows and heavy tails.
 
 Pyro's convention: sampling pushes base noise through the transforms in list order,
 scoring inverts them in reverse. MAF scores data in one MADE pass per step and samples
 sequentially; IAF samples in one pass per step and scores its own samples from a cache.
 """
 
-import math
 import pickle
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI, Trace_ELBO
-from pyro.nn.module import PyroModule, to_pyro_module_
-from pyro.optim import Adam
 from torch import nn
 
 import flowkit
-from flowkit.nn import MADE, MADEConfig
+from flow_helpers import BUILDERS, made_parameters
+from flowkit.nn import MADEConfig
 from flowkit.transforms import ActNorm, Affine, AffineIAF, AffineMAF, BatchNorm, GatedAffine, Permute
 from helpers import perturb_
 
-BUILDERS = {"maf": flowkit.maf, "iaf": flowkit.iaf}
+pytestmark = pytest.mark.usefixtures("clean_param_store")
+
+
 TOL = dict(atol=1e-10, rtol=1e-10)
 
 
-@pytest.fixture(autouse=True)
-def _clean_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
-# ----------------------------------------------------------------------------- helpers
 def randn(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def made_parameters(flow):
-    return [(name, p) for name, p in flow.named_parameters() if ".made." in name]
-
-
 def standard_normal_log_prob(x):
     return torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
-
-
-class PassCounter:
-    """Counts MADE passes: one-pass calls (raw_output) and sequential sweeps. The fast
-    sequential method does not call raw_output, so it is counted separately."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.raw_output = self.sequential = 0
-
-    @property
-    def counts(self):
-        return self.raw_output, self.sequential
-
-
-@pytest.fixture
-def made_passes(monkeypatch):
-    counter = PassCounter()
-    raw_output, sequential = MADE.raw_output, MADE.sequential
-
-    def counting_raw_output(self, *args, **kwargs):
-        counter.raw_output += 1
-        return raw_output(self, *args, **kwargs)
-
-    def counting_sequential(self, *args, **kwargs):
-        counter.sequential += 1
-        return sequential(self, *args, **kwargs)
-
-    monkeypatch.setattr(flowkit.nn.MADE, "raw_output", counting_raw_output)
-    monkeypatch.setattr(flowkit.nn.MADE, "sequential", counting_sequential)
-    return counter
 
 
 # --------------------------------------------------------------------------- structure
@@ -279,275 +235,6 @@ def test_conditional_flow_density_depends_on_context(kind):
     contexts = randn(6, 2, seed=4)
     rows = torch.stack([flow.log_prob(x[n].clone(), contexts[n]) for n in range(6)])
     torch.testing.assert_close(flow.log_prob(x.clone(), contexts), rows, **TOL)
-
-
-# ------------------------------------------------------------------------------- Pyro
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_flow_as_observed_site_with_pyro_module(kind):
-    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], seed=0)
-    data = torch.randn(50, 2) * torch.tensor([2.0, 0.5]) + torch.tensor([1.0, -1.0])
-
-    def model(data):
-        pyro.module("flow", flow)
-        with pyro.plate("data", len(data)):
-            pyro.sample("x", flow(), obs=data)
-
-    trace = pyro.poutine.trace(model).get_trace(data)
-    torch.testing.assert_close(trace.log_prob_sum(), flow.log_prob(data.clone()).sum())
-    names = set(pyro.get_param_store().keys())
-    assert names == {f"flow$$${name}" for name, _ in flow.named_parameters()}
-    # maximum likelihood through SVI with an empty guide
-    svi = SVI(model, lambda data: None, Adam({"lr": 0.01}), Trace_ELBO())
-    losses = [svi.step(data) for _ in range(30)]
-    assert sum(losses[-5:]) < sum(losses[:5])
-
-
-def _trace_converted_flow(flow, data=None):
-    """Converts ``flow`` with to_pyro_module_ and traces one site using it: an observed
-    site when ``data`` is given (scoring), a latent one otherwise (sampling)."""
-    to_pyro_module_(flow)
-    assert isinstance(flow, PyroModule)
-
-    def model():
-        pyro.sample("x", flow(), obs=data)
-
-    trace = pyro.poutine.trace(model).get_trace()
-    trace.compute_log_prob()
-    return trace
-
-
-# (conditional flows cannot be converted: Pyro's ConditionalTransformModule is an ABC and
-# PyroModule[...] of it is a metaclass conflict, in Pyro itself; wrapping works, below)
-@pytest.mark.parametrize("observe", [True, False], ids=["score", "sample"])
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_flow_converted_to_pyro_module_registers_its_parameters(kind, observe):
-    # both directions: the one-pass one and the sequential one (MAF sampling, IAF scoring)
-    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], seed=0)
-    data = torch.randn(10, 2) if observe else None
-    expected = flow.log_prob(data.clone()).sum() if observe else None
-    trace = _trace_converted_flow(flow, data)
-    if observe:
-        torch.testing.assert_close(trace.log_prob_sum(), expected)
-    assert set(pyro.get_param_store().keys()) == {name for name, _ in flow.named_parameters()}
-
-
-@pytest.mark.parametrize("layer", ["batch_norm", "act_norm"])
-def test_flow_converted_to_pyro_module_registers_normalisation_parameters(layer):
-    flow = flowkit.maf(2, num_transforms=2, hidden_dims=[8], seed=0, **{layer: True}).eval()
-    _trace_converted_flow(flow, torch.randn(10, 2))  # MAF scoring: the one-pass direction
-    assert set(pyro.get_param_store().keys()) == {name for name, _ in flow.named_parameters()}
-
-
-@pytest.mark.parametrize("context_dim", [0, 2])
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_flow_inside_a_pyro_module(kind, context_dim):
-    class Model(PyroModule):
-        def __init__(self, flow):
-            super().__init__()
-            self.flow = flow
-
-        def forward(self, data, context):
-            return pyro.sample("x", self.flow(context), obs=data)
-
-    flow = BUILDERS[kind](2, num_transforms=2, hidden_dims=[8], context_dim=context_dim, seed=0)
-    data, context = torch.randn(10, 2), (torch.randn(10, 2) if context_dim else None)
-    trace = pyro.poutine.trace(Model(flow)).get_trace(data, context)
-    torch.testing.assert_close(trace.log_prob_sum(), flow.log_prob(data.clone(), context).sum())
-    assert set(pyro.get_param_store().keys()) == {f"flow$$${name}" for name, _ in flow.named_parameters()}
-
-
-# -------------------------------------------------------------------------- bad inputs
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_context_errors_name_context(kind):
-    conditional = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0)
-    plain = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0)
-    x = torch.randn(4, 3)
-    calls = [
-        lambda: conditional.log_prob(x),  # missing
-        lambda: conditional.sample((2,)),
-        lambda: conditional.rsample_and_log_prob((2,)),
-        lambda: conditional(),
-        lambda: plain.log_prob(x, torch.randn(4, 2)),  # unexpected
-        lambda: plain.sample((2,), context=torch.randn(2)),
-        lambda: conditional.log_prob(x, torch.randn(4, 3)),  # wrong size
-        lambda: conditional.sample(context=torch.randn(4, 1)),
-        lambda: conditional.log_prob(x, torch.tensor(1.0)),
-    ]
-    for call in calls:
-        with pytest.raises(ValueError, match="context"):
-            call()
-
-
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_x_errors_name_x(kind):
-    flow = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0)
-    for bad in (torch.randn(4, 2), torch.randn(4, 4), torch.tensor(1.0)):
-        with pytest.raises(ValueError, match="x"):
-            flow.log_prob(bad)
-    for bad in ([0.0, 1.0, 2.0], torch.ones(4, 3, dtype=torch.long)):
-        with pytest.raises(TypeError, match="x"):
-            flow.log_prob(bad)
-    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got list; convert it with torch.as_tensor"):
-        flow.log_prob([0.0, 1.0, 2.0])
-    for value in (math.nan, math.inf):
-        with pytest.raises(ValueError, match="x: holds inf or nan"):
-            flow.log_prob(torch.tensor([[0.0, value, 1.0]]))
-
-
-@pytest.mark.parametrize(
-    "model_dtype, input_dtype",
-    [(torch.float32, torch.float64), (torch.float64, torch.float32), (torch.float64, torch.float16)],
-)
-def test_x_and_context_of_another_dtype_get_one_message(model_dtype, input_dtype):
-    """The same TypeError for MAF and IAF, for x and for the context of every entry,
-    raised before any arithmetic (a .double() IAF once promoted float32 silently)."""
-    def message(name):
-        return f"{name}: dtype {input_dtype} does not match the model's {model_dtype}; convert one of them"
-
-    for kind in ("maf", "iaf"):
-        plain = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0).to(model_dtype)
-        conditional = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0).to(model_dtype)
-        x, context = torch.zeros(4, 3, dtype=model_dtype), torch.zeros(4, 2, dtype=input_dtype)
-        with pytest.raises(TypeError) as error:
-            plain.log_prob(x.to(input_dtype))
-        assert str(error.value) == message("x")
-        calls = [
-            lambda: conditional.log_prob(x, context),
-            lambda: conditional.sample(context=context),
-            lambda: conditional.rsample(context=context),
-            lambda: conditional.rsample_and_log_prob(context=context),
-            lambda: conditional(context),
-        ]
-        for call in calls:
-            with pytest.raises(TypeError) as error:
-                call()
-            assert str(error.value) == message("context")
-
-
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_numpy_data_and_context_are_type_errors_that_suggest_torch_as_tensor(kind):
-    np = pytest.importorskip("numpy")
-    conditional = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0)
-    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got numpy.ndarray; .*torch.as_tensor\(x\)"):
-        conditional.log_prob(np.zeros((4, 3)), torch.zeros(4, 2))
-    with pytest.raises(TypeError, match=r"context: expected a torch.Tensor, got numpy.ndarray; .*as_tensor"):
-        conditional.log_prob(torch.zeros(4, 3), np.zeros((4, 2)))
-
-
-SAMPLERS = ["sample", "rsample", "rsample_and_log_prob"]
-
-
-@pytest.mark.parametrize("method", SAMPLERS)
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_sample_shape_may_be_an_int_or_any_shape(kind, method):
-    flow = BUILDERS[kind](3, num_transforms=2, hidden_dims=[8], seed=0)
-
-    def draw(sample_shape):
-        out = getattr(flow, method)(sample_shape)
-        return out[0] if method == "rsample_and_log_prob" else out
-
-    for sample_shape in (5, (5,), [5], torch.Size([5])):
-        assert draw(sample_shape).shape == (5, 3), sample_shape
-    assert draw([2, 4]).shape == (2, 4, 3)
-    assert draw(()).shape == (3,)
-
-
-def test_sample_shape_int_works_for_a_mog_base_and_a_conditional_flow():
-    assert flowkit.maf(2, num_transforms=1, hidden_dims=[8], base="mog", seed=0).sample(4).shape == (4, 2)
-    conditional = flowkit.maf(2, num_transforms=1, hidden_dims=[8], context_dim=1, seed=0)
-    assert conditional.sample(4, context=torch.zeros(3, 1)).shape == (4, 3, 2)
-
-
-@pytest.mark.parametrize("method", SAMPLERS)
-def test_bad_sample_shapes_name_sample_shape(method):
-    flow = flowkit.iaf(2, num_transforms=1, hidden_dims=[8], seed=0)
-    for bad in (2.0, "5", None, (2.0,), (True,)):
-        with pytest.raises(TypeError, match="sample_shape: expected"):
-            getattr(flow, method)(bad)
-    with pytest.raises(ValueError, match=r"sample_shape: expected sizes >= 0, got \(-1,\)"):
-        getattr(flow, method)(-1)
-
-
-@pytest.mark.parametrize("kind", ["maf", "iaf"])
-def test_builder_argument_errors(kind):
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="num_transforms"):
-            BUILDERS[kind](3, num_transforms=bad, hidden_dims=[8])
-    with pytest.raises(ValueError, match="permutation"):
-        BUILDERS[kind](3, hidden_dims=[8], permutation="foo")
-
-
-# ---------------------------------------------------------------------- IAF and caching
-def test_iaf_rsample_and_log_prob_makes_one_pass_per_step(made_passes):
-    flow = flowkit.iaf(3, num_transforms=4, hidden_dims=[16], batch_norm=True, seed=0)
-    made_passes.reset()
-    flow.rsample_and_log_prob((32,))
-    assert made_passes.counts == (4, 0)
-
-
-def test_iaf_log_prob_of_its_own_samples_is_free(made_passes):
-    flow = flowkit.iaf(3, num_transforms=4, hidden_dims=[16], seed=0)
-    d = flow()
-    y = d.rsample((32,))
-    assert made_passes.counts == (4, 0)
-    made_passes.reset()
-    log_q = d.log_prob(y)
-    assert made_passes.counts == (0, 0)
-    # and it is the right value
-    torch.testing.assert_close(log_q, flow.log_prob(y.detach().clone()), atol=1e-5, rtol=1e-5)
-
-
-def test_pass_counts_of_the_other_directions(made_passes):
-    # MAF scores data in one pass per step; IAF scores outside points sequentially
-    maf, iaf = (b(3, num_transforms=3, hidden_dims=[16], seed=0) for b in (flowkit.maf, flowkit.iaf))
-    x = torch.randn(8, 3)
-    made_passes.reset()
-    maf.log_prob(x)
-    assert made_passes.counts == (3, 0)
-    made_passes.reset()
-    iaf.log_prob(x.clone())
-    assert made_passes.sequential == 3
-
-
-def test_iaf_cached_log_prob_keeps_gradients():
-    flow = flowkit.iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
-    d = flow()
-    y = d.rsample((64,))
-    d.log_prob(y).sum().backward()
-    for name, p in made_parameters(flow):
-        assert p.grad is not None, name
-        assert p.grad.abs().sum() > 0, name
-
-
-def test_iaf_cache_is_dropped_after_an_optimizer_step():
-    flow = flowkit.iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=0.05)
-    d = flow()
-    y = d.rsample((32,))
-    stale = d.log_prob(y)
-    (-stale.mean()).backward()
-    optimizer.step()
-    again = d.log_prob(y)  # the same y object: a cache hit would return stale values
-    fresh = flow.log_prob(y.detach().clone())
-    torch.testing.assert_close(again, fresh, atol=1e-5, rtol=1e-5)
-    assert (again - stale).abs().max() > 1e-3
-
-
-def test_iaf_guide_in_svi_trains_for_many_steps():
-    flow = flowkit.iaf(2, num_transforms=2, hidden_dims=[16], seed=0)
-    target = dist.Normal(torch.tensor([3.0, -2.0]), torch.tensor([1.0, 0.5])).to_event(1)
-
-    def model():
-        pyro.sample("z", target)
-
-    def guide():
-        pyro.module("flow", flow)
-        pyro.sample("z", flow())
-
-    svi = SVI(model, guide, Adam({"lr": 0.02}), Trace_ELBO())
-    losses = [svi.step() for _ in range(40)]  # would raise "backward through the graph a second time"
-    assert all(math.isfinite(loss) for loss in losses)
-    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 1.0
 
 
 # ------------------------------------------------------------------------- gradients

@@ -16,22 +16,18 @@ import pytest
 import torch
 from pyro.infer import SVI, JitTrace_ELBO, Predictive, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
-from test_infer import quiet_jit
 
 import flowkit.infer.path_derivative as path_derivative
 from flowkit.infer import AmortizedIAF, AutoIAF, AutoMAF
 from flowkit.nn import MADEConfig
+from infer_helpers import quiet_jit
 
 MEAN = [0.5, -1.0, 2.0]
 COVARIANCE = [[1.0, 0.8, 0.3], [0.8, 1.5, -0.4], [0.3, -0.4, 0.7]]
 ELBOS = {"Trace_ELBO": Trace_ELBO, "JitTrace_ELBO": JitTrace_ELBO, "TraceMeanField_ELBO": TraceMeanField_ELBO}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 def gaussian_posterior_model():
