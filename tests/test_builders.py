@@ -245,6 +245,16 @@ def test_a_bad_conditioner_option_fails_when_the_config_is_made(options, argumen
         MADEConfig(**options)
 
 
+def test_made_config_resolve_fills_in_the_builders_hidden_dims():
+    tanh = MADEConfig(activation="tanh")
+    assert MADEConfig.resolve(tanh, [5]) == MADEConfig([5], activation="tanh") and tanh.hidden_dims is None
+    assert MADEConfig.resolve(tanh) is tanh and MADEConfig.resolve(None) == MADEConfig()
+    with pytest.raises(ValueError, match="hidden_dims: given both"):
+        MADEConfig.resolve(MADEConfig([7]), [5])
+    with pytest.raises(TypeError, match="conditioner: expected a flowkit.nn.MADEConfig or None, got dict"):
+        MADEConfig.resolve({"activation": "tanh"}, [5])
+
+
 def test_conditioner_must_be_a_made_config():
     with pytest.raises(TypeError, match="conditioner: expected a flowkit.nn.MADEConfig"):
         flowkit.iaf(2, conditioner={"activation": "tanh"})

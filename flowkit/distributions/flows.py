@@ -33,7 +33,7 @@ from flowkit.transforms import (
     RationalQuadraticSpline,
     as_bijection,
 )
-from flowkit.transforms.autoregressive import _near_identity_made, _resolve_conditioner
+from flowkit.transforms.autoregressive import _near_identity_made
 from flowkit.transforms.cache import CachedTransformModule
 from flowkit.distributions.made_models import AutoregressiveMADE, MixtureMADE
 from flowkit.nn import MADE, MADEConfig
@@ -274,7 +274,7 @@ def _build(
         bijection = Affine(inverse_scale=True)
     else:
         bijection = as_bijection(bijection)
-    conditioner = _resolve_conditioner(conditioner, hidden_dims)
+    conditioner = MADEConfig.resolve(conditioner, hidden_dims)
     generator = make_generator(seed)
     layers: list[nn.Module] = []
     for index in range(num_transforms):

@@ -43,7 +43,6 @@ from flowkit.distributions.flows import Flow, iaf, maf
 from flowkit.infer.path_derivative import PathDerivativeFlow, inverse_with_fixed_parameters, standard_normal_log_prob
 from flowkit.nn import MADEConfig
 from flowkit.transforms import ElementwiseBijection, as_bijection
-from flowkit.transforms.autoregressive import _resolve_conditioner
 
 __all__ = ["AutoIAF", "AutoMAF"]
 
@@ -78,7 +77,7 @@ class AutoFlow(AutoContinuous):
             permutation=permutation,
             seed=seed,
             bijection=as_bijection(bijection),  # checked here, not at the first call
-            conditioner=_resolve_conditioner(conditioner, hidden_dims),
+            conditioner=MADEConfig.resolve(conditioner, hidden_dims),
         )
         self._init_scale = init_scale
         super().__init__(model, init_loc_fn=init_loc_fn)

@@ -612,6 +612,34 @@ class MADEConfig:
         """A copy with ``changes`` (checked again)."""
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def resolve(cls, conditioner: MADEConfig | None, hidden_dims: Sequence[int] | None = None) -> MADEConfig:
+        """The config a builder uses: ``conditioner`` (default ``MADEConfig()``) with the
+        builder's convenience argument ``hidden_dims`` filled in, which may not contradict
+        the config's own.
+
+        Raises:
+            TypeError: When ``conditioner`` is neither a ``MADEConfig`` nor ``None``.
+            ValueError: When ``hidden_dims`` is given both ways.
+
+        Examples:
+            >>> MADEConfig.resolve(MADEConfig(activation="tanh"), [8]).hidden_dims
+            (8,)
+            >>> MADEConfig.resolve(None).hidden_dims is None
+            True
+        """
+        if conditioner is None:
+            conditioner = cls()
+        if not isinstance(conditioner, MADEConfig):
+            raise TypeError(f"conditioner: expected a flowkit.nn.MADEConfig or None, got {type(conditioner).__name__}")
+        if hidden_dims is None:
+            return conditioner
+        if conditioner.hidden_dims is not None:
+            raise ValueError(
+                "hidden_dims: given both as hidden_dims= and in conditioner=MADEConfig(hidden_dims=...); give one"
+            )
+        return conditioner.replace(hidden_dims=hidden_dims)
+
     def build(
         self,
         input_dim: int,

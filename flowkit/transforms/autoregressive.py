@@ -445,24 +445,8 @@ def _near_identity_made(
     """A fresh MADE for one step with ``bijection``, built from ``conditioner`` (widths from
     ``hidden_dims`` when given there instead), its outputs shrunk by
     [`init_near_identity`][flowkit.transforms.autoregressive.init_near_identity]."""
-    config = _resolve_conditioner(conditioner, hidden_dims)
+    config = MADEConfig.resolve(conditioner, hidden_dims)
     return init_near_identity(config.build(input_dim, _param_dims_for(bijection), context_dim, seed))
-
-
-def _resolve_conditioner(conditioner: MADEConfig | None, hidden_dims: Sequence[int] | None) -> MADEConfig:
-    """``conditioner`` (default ``MADEConfig()``) with ``hidden_dims`` filled in: the
-    convenience argument of the builders, which may not contradict the config's."""
-    if conditioner is None:
-        conditioner = MADEConfig()
-    if not isinstance(conditioner, MADEConfig):
-        raise TypeError(f"conditioner: expected a flowkit.nn.MADEConfig or None, got {type(conditioner).__name__}")
-    if hidden_dims is None:
-        return conditioner
-    if conditioner.hidden_dims is not None:
-        raise ValueError(
-            "hidden_dims: given both as hidden_dims= and in conditioner=MADEConfig(hidden_dims=...); give one"
-        )
-    return conditioner.replace(hidden_dims=hidden_dims)
 
 
 def _affine_step(
