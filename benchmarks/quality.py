@@ -348,7 +348,8 @@ def run_made_uci(directory: Path, args: argparse.Namespace, budget: Budget) -> d
         splits = flowkit.datasets.load_made_uci(path)
         task = Task(name, splits.train, splits.valid, splits.test)
         torch.manual_seed(args.seed)
-        model = flowkit.BernoulliMADE(task.dim, [args.made_hidden], skip_connections=True, seed=args.seed)
+        direct = flowkit.MADEConfig(skip_connections=True)
+        model = flowkit.BernoulliMADE(task.dim, [args.made_hidden], conditioner=direct, seed=args.seed)
         results[name] = (task, train(model, model.log_prob, task, budget, args.seed, args.progress, name))
     return results
 

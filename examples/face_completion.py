@@ -67,7 +67,8 @@ def digits(seed: int) -> dict:
 def train(data: dict, hidden: list[int], epochs: int, seed: int, progress: bool) -> flowkit.CategoricalMADE:
     torch.manual_seed(seed)
     dim = data["side"] ** 2
-    model = flowkit.CategoricalMADE(dim, hidden, num_classes=data["levels"], order="natural", seed=seed)
+    natural = flowkit.MADEConfig(order="natural")
+    model = flowkit.CategoricalMADE(dim, hidden, num_classes=data["levels"], conditioner=natural, seed=seed)
     flowkit.fit(model, data["train"], data["valid"], epochs=epochs, batch_size=32, lr=1e-3, patience=15,
                 progress=progress, seed=seed)
     return model

@@ -103,10 +103,9 @@ def main(argv=None) -> None:
     sizes = f"{len(data.train)} train / {len(data.valid)} validation / {len(data.test)} test"
     print(f"binarised digits: {sizes}, {D} pixels")
 
-    single = flowkit.BernoulliMADE(D, args.hidden, order="natural", seed=args.seed)
-    agnostic = flowkit.BernoulliMADE(
-        D, args.hidden, order="random", degrees="random", num_masks=args.masks, seed=args.seed + 1
-    )
+    single = flowkit.BernoulliMADE(D, args.hidden, conditioner=flowkit.MADEConfig(order="natural"), seed=args.seed)
+    order_agnostic = flowkit.MADEConfig(order="random", degrees="random", num_masks=args.masks)
+    agnostic = flowkit.BernoulliMADE(D, args.hidden, conditioner=order_agnostic, seed=args.seed + 1)
     # fit: Adam on minibatches, early stopping on the validation NLL, best weights restored.
     # Model (b) moves to its next mask set at every minibatch and is validated with mask set 0.
     best_epochs = []

@@ -99,10 +99,9 @@ class Settings:
 def train_made(splits, recipe: Recipe, settings: Settings) -> flowkit.BernoulliMADE:
     """Trains one BernoulliMADE with ``recipe`` and returns it (best validation weights)."""
     torch.manual_seed(settings.seed)  # the weights come from torch's global generator
-    model = flowkit.BernoulliMADE(
-        splits.dim, [settings.hidden], order="random", degrees="uniform", init="orthogonal",
-        skip_connections=True, seed=settings.seed,
-    )  # fmt: skip
+    # The paper's model: a random order, uniformly drawn degrees, orthogonal weights, direct connections.
+    conditioner = flowkit.MADEConfig(order="random", degrees="uniform", init="orthogonal", skip_connections=True)
+    model = flowkit.BernoulliMADE(splits.dim, [settings.hidden], conditioner=conditioner, seed=settings.seed)
     flowkit.fit(
         model, splits.train, splits.valid, epochs=settings.epochs, batch_size=100, patience=30,
         optimizer=recipe.optimizer, lr=recipe.lr, optimizer_kwargs=recipe.optimizer_kwargs,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chi2
 
-from flowkit import BernoulliMADE, CategoricalMADE, GaussianMADE, MixtureMADE
+from flowkit import BernoulliMADE, CategoricalMADE, GaussianMADE, MADEConfig, MixtureMADE
 
 FAMILIES = ["bernoulli", "gaussian", "mixture", "categorical"]
 K_CLASSES = 3
@@ -17,18 +17,19 @@ K_COMPONENTS = 3
 SCALE_FLOOR = 1e-3  # the documented floor of every Gaussian scale
 
 
-def make_model(family, input_dim=4, hidden_dims=(10, 10), context_dim=0, **kwargs):
-    """A float64 model of the given family; hidden widths >= D (no lost dependencies)."""
-    kwargs.setdefault("seed", 0)
+def make_model(family, input_dim=4, hidden_dims=(10, 10), context_dim=0, seed=0, **conditioner_options):
+    """A float64 model of the given family; hidden widths >= D (no lost dependencies);
+    ``conditioner_options`` are the MADEConfig's (order=, num_masks=, ...)."""
+    options = dict(context_dim=context_dim, conditioner=MADEConfig(**conditioner_options), seed=seed)
     hidden_dims = list(hidden_dims)
     if family == "bernoulli":
-        model = BernoulliMADE(input_dim, hidden_dims, context_dim=context_dim, **kwargs)
+        model = BernoulliMADE(input_dim, hidden_dims, **options)
     elif family == "gaussian":
-        model = GaussianMADE(input_dim, hidden_dims, context_dim=context_dim, **kwargs)
+        model = GaussianMADE(input_dim, hidden_dims, **options)
     elif family == "mixture":
-        model = MixtureMADE(input_dim, hidden_dims, num_components=K_COMPONENTS, context_dim=context_dim, **kwargs)
+        model = MixtureMADE(input_dim, hidden_dims, num_components=K_COMPONENTS, **options)
     else:
-        model = CategoricalMADE(input_dim, hidden_dims, num_classes=K_CLASSES, context_dim=context_dim, **kwargs)
+        model = CategoricalMADE(input_dim, hidden_dims, num_classes=K_CLASSES, **options)
     return model.double()
 
 

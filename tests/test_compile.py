@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import flowkit
+from flowkit import MADEConfig
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 FLOWS = {
@@ -29,11 +30,12 @@ FLOWS = {
     "conditional_spline_maf": lambda: flowkit.nsf(3, 2, [8], context_dim=2, bound=[2.0, 3.0, 4.0], seed=0),
     "conditional_spline_iaf": lambda: flowkit.iaf(3, 2, [8], context_dim=2, bijection="spline", seed=0),
 }
+DIRECT, RESIDUAL = MADEConfig(skip_connections=True), MADEConfig(residual=True)
 DENSITIES = {
-    "bernoulli": lambda: flowkit.BernoulliMADE(4, [8], num_masks=2, order="random", seed=0),
-    "gaussian": lambda: flowkit.GaussianMADE(3, [8], context_dim=2, skip_connections=True, seed=0),
+    "bernoulli": lambda: flowkit.BernoulliMADE(4, [8], conditioner=MADEConfig(num_masks=2, order="random"), seed=0),
+    "gaussian": lambda: flowkit.GaussianMADE(3, [8], context_dim=2, conditioner=DIRECT, seed=0),
     "mixture": lambda: flowkit.MixtureMADE(3, [8], num_components=2, seed=0),
-    "categorical": lambda: flowkit.CategoricalMADE(4, [8], num_classes=3, residual=True, seed=0),
+    "categorical": lambda: flowkit.CategoricalMADE(4, [8], num_classes=3, conditioner=RESIDUAL, seed=0),
 }
 
 

@@ -42,7 +42,7 @@ def build_models() -> dict[str, torch.nn.Module]:
         "conditional_maf": flowkit.maf(3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0),
         "iaf": flowkit.iaf(3, num_transforms=2, hidden_dims=[8], bijection="gated", permutation="random", seed=0),
         "conditional_iaf": flowkit.iaf(3, num_transforms=2, hidden_dims=[8], context_dim=2, seed=0),
-        "bernoulli": flowkit.BernoulliMADE(4, [8], num_masks=2, order="random", seed=0),
+        "bernoulli": flowkit.BernoulliMADE(4, [8], conditioner=flowkit.MADEConfig(num_masks=2, order="random"), seed=0),
         "gaussian": flowkit.GaussianMADE(3, [8], context_dim=2, seed=0),
         "mixture": flowkit.MixtureMADE(3, [8], num_components=2, seed=0),
         "categorical": flowkit.CategoricalMADE(4, [8], num_classes=3, seed=0),

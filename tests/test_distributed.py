@@ -31,8 +31,9 @@ def build(kind: str, seed: int) -> torch.nn.Module:
     if kind == "maf_act_norm":
         return flowkit.maf(3, num_transforms=2, hidden_dims=[8], act_norm=True, seed=seed).double()
     if kind == "bernoulli_sampled":
-        return flowkit.BernoulliMADE(4, [8], order="random", seed=seed).double()
-    return flowkit.BernoulliMADE(4, [8], num_masks=3, order="random", seed=seed).double()
+        return flowkit.BernoulliMADE(4, [8], conditioner=flowkit.MADEConfig(order="random"), seed=seed).double()
+    mask_sets = flowkit.MADEConfig(num_masks=3, order="random")
+    return flowkit.BernoulliMADE(4, [8], conditioner=mask_sets, seed=seed).double()
 
 
 def data(kind: str) -> tuple[torch.Tensor, torch.Tensor]:

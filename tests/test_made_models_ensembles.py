@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flowkit import BernoulliMADE
+from flowkit import BernoulliMADE, MADEConfig
 from helpers import perturb_
 from made_models_helpers import FAMILIES, all_configurations, context_batch, data_for, make_model
 
@@ -72,7 +72,7 @@ def test_log_prob_ensemble_empty_mask_indices():
 
 
 def test_ensemble_of_fresh_masks_is_the_log_mean_exp_of_each_masks_log_prob():
-    model = BernoulliMADE(5, [16], skip_connections=True, order="random", seed=0).double()
+    model = BernoulliMADE(5, [16], conditioner=MADEConfig(skip_connections=True, order="random"), seed=0).double()
     perturb_(model, scale=1.0)
     x = data_for("bernoulli", (7,), input_dim=5).double()
     ensemble = model.log_prob_ensemble(x, num_masks=6, seed=3)
@@ -88,7 +88,7 @@ def test_ensemble_of_fresh_masks_is_the_log_mean_exp_of_each_masks_log_prob():
 
 
 def test_ensemble_of_fresh_masks_restores_the_masks():
-    model = BernoulliMADE(5, [16], num_masks=2, order="random", seed=0)
+    model = BernoulliMADE(5, [16], conditioner=MADEConfig(num_masks=2, order="random"), seed=0)
     model.made.set_mask(1)
     before, keys = [m.clone() for m in model.made.masks()], set(model.state_dict())
     model.log_prob_ensemble(data_for("bernoulli", (3,), input_dim=5), num_masks=4, seed=0)
@@ -97,7 +97,7 @@ def test_ensemble_of_fresh_masks_restores_the_masks():
 
 
 def test_ensemble_connectivity_only_keeps_the_order():
-    model = BernoulliMADE(4, [16], order="random", seed=0)
+    model = BernoulliMADE(4, [16], conditioner=MADEConfig(order="random"), seed=0)
     x = data_for("bernoulli", (3,), input_dim=4)
     order = model.made.permutation.clone()
     seen = []
@@ -122,7 +122,7 @@ def test_ensemble_options_are_checked():
 
 
 def test_complete_and_sample_work_after_resampling():
-    model = BernoulliMADE(4, [16], num_masks=2, order="random", seed=0)
+    model = BernoulliMADE(4, [16], conditioner=MADEConfig(num_masks=2, order="random"), seed=0)
     model.made.resample_masks(torch.Generator().manual_seed(0))
     observed = torch.tensor([True, False, True, False])
     completed = model.complete(torch.zeros(3, 4), observed, method="mode")

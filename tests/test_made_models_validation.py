@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from flowkit import CategoricalMADE, MixtureMADE
+from flowkit import MADE, BernoulliMADE, CategoricalMADE, GaussianMADE, MADEConfig, MixtureMADE
+from flowkit.nn import default_hidden_dims
 from helpers import perturb_
 from made_models_helpers import FAMILIES, K_CLASSES, data_for, make_model
 
@@ -105,3 +106,46 @@ def test_bad_num_classes(num_classes):
 def test_bad_num_components(num_components):
     with pytest.raises(ValueError, match="num_components"):
         MixtureMADE(4, [8], num_components=num_components)
+
+
+# --------------------------------------------------------------- MADE options: in the conditioner, once
+
+CONSTRUCTORS = {  # each family with its own required options; MADE options go in **options
+    "bernoulli": lambda *args, **options: BernoulliMADE(*args, **options),
+    "gaussian": lambda *args, **options: GaussianMADE(*args, **options),
+    "mixture": lambda *args, **options: MixtureMADE(*args, num_components=2, **options),
+    "categorical": lambda *args, **options: CategoricalMADE(*args, num_classes=3, **options),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "option", [dict(order="random"), dict(num_masks=2), dict(skip_connections=True), dict(param_dims=[1])]
+)
+def test_a_made_option_outside_the_conditioner_is_a_type_error(family, option):
+    # formerly **made_kwargs passed them on to MADE; param_dims collided with the family's own
+    with pytest.raises(TypeError, match=next(iter(option))):
+        CONSTRUCTORS[family](3, [8], **option)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_conditioner_options_reach_the_made(family):
+    options = dict(order="reversed", degrees="random", activation="tanh", skip_connections=True, num_masks=2)
+    model = CONSTRUCTORS[family](3, [8, 8], context_dim=2, conditioner=MADEConfig(init="orthogonal", **options), seed=0)
+    reference = MADE(3, [8, 8], model.made.param_dims, context_dim=2, init="orthogonal", seed=0, **options)
+    assert sorted(model.made.state_dict()) == sorted(reference.state_dict())
+    for index in range(2):
+        model.made.set_mask(index), reference.set_mask(index)
+        assert all(torch.equal(a, b) for a, b in zip(model.made.masks(), reference.masks()))
+    assert type(model.made.activation) is torch.nn.Tanh and model.made.input_layer.init == "orthogonal"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hidden_dims_come_from_the_argument_or_the_conditioner_once(family):
+    assert CONSTRUCTORS[family](3, [5], seed=0).made.hidden_dims == [5]
+    assert CONSTRUCTORS[family](3, None, conditioner=MADEConfig([7]), seed=0).made.hidden_dims == [7]
+    assert CONSTRUCTORS[family](3, None, seed=0).made.hidden_dims == default_hidden_dims(3)
+    with pytest.raises(ValueError, match="hidden_dims: given both"):
+        CONSTRUCTORS[family](3, [5], conditioner=MADEConfig([7]))
+    with pytest.raises(TypeError, match="conditioner: expected a flowkit.nn.MADEConfig"):
+        CONSTRUCTORS[family](3, [5], conditioner={"order": "random"})

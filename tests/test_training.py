@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flowkit import GaussianMADE, History, MixtureMADE, maf
+from flowkit import GaussianMADE, History, MADEConfig, MixtureMADE, maf
 from flowkit.training import mean_nll
 from training_helpers import LearnableGaussian, conditional_data, noise, quiet_fit
 
@@ -183,7 +183,7 @@ def test_history_with_validation():
 
 
 def test_cycle_masks_moves_to_the_next_mask_set_every_minibatch(monkeypatch):
-    model = GaussianMADE(3, [8], order="random", num_masks=3, seed=0)
+    model = GaussianMADE(3, [8], conditioner=MADEConfig(order="random", num_masks=3), seed=0)
     seen = []
     original = model.made.next_mask
 
@@ -203,7 +203,7 @@ def test_cycle_masks_trains_every_mask_set():
     """Each mask set's NLL improves, not only mask set 0's."""
     data = correlated_gaussian(256)
     data = torch.cat([data, data[:, :1] - data[:, 1:]], dim=-1)  # 3-D, dependent
-    model = GaussianMADE(3, [16], order="random", num_masks=3, seed=0)
+    model = GaussianMADE(3, [16], conditioner=MADEConfig(order="random", num_masks=3), seed=0)
     before = [model.log_prob_ensemble(data, mask_indices=[k]).mean().item() for k in range(3)]
     quiet_fit(model, data, epochs=8, batch_size=32, lr=1e-2, cycle_masks=True)
     after = [model.log_prob_ensemble(data, mask_indices=[k]).mean().item() for k in range(3)]
@@ -211,7 +211,7 @@ def test_cycle_masks_trains_every_mask_set():
 
 
 def test_cycle_masks_validates_with_mask_set_zero():
-    model = GaussianMADE(3, [8], order="random", num_masks=3, seed=0)
+    model = GaussianMADE(3, [8], conditioner=MADEConfig(order="random", num_masks=3), seed=0)
     train, valid = noise(40, dim=3), noise(20, dim=3, seed=1)
     history = quiet_fit(model, train, valid, epochs=3, batch_size=10, cycle_masks=True, patience=None)
     assert int(model.made.mask_index) == 0
@@ -220,7 +220,7 @@ def test_cycle_masks_validates_with_mask_set_zero():
 
 
 def test_without_cycle_masks_the_mask_set_stays():
-    model = GaussianMADE(3, [8], order="random", num_masks=3, seed=0)
+    model = GaussianMADE(3, [8], conditioner=MADEConfig(order="random", num_masks=3), seed=0)
     model.made.set_mask(1)
     quiet_fit(model, noise(40, dim=3), epochs=2, batch_size=10)
     assert int(model.made.mask_index) == 1

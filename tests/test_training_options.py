@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import flowkit.training
-from flowkit import BernoulliMADE, GaussianMADE, fit, maf
+from flowkit import BernoulliMADE, GaussianMADE, MADEConfig, fit, maf
 from flowkit.training import mean_nll
 from training_helpers import LearnableGaussian, conditional_data, noise, quiet_fit
 
@@ -129,7 +129,7 @@ def test_module_exports():
 def test_validation_does_not_restart_the_mask_cycle(monkeypatch):
     """Validating with mask set 0 must not reset the cycle: with 4 minibatches per epoch
     and 3 mask sets, training visits 1, 2, 0, 1 then 2, 0, 1, 2 (not 1, 2, 0, 1 again)."""
-    model = GaussianMADE(3, [8], order="random", num_masks=3, seed=0)
+    model = GaussianMADE(3, [8], conditioner=MADEConfig(order="random", num_masks=3), seed=0)
     seen = []
     original = model.made.next_mask
 
@@ -232,7 +232,7 @@ def test_resample_masks_draws_a_structure_per_update_reproducibly(monkeypatch):
         drawn.append((order, self.permutation.clone(), self.input_layer.mask.clone()))
 
     monkeypatch.setattr(flowkit.nn.MADE, "resample_masks", recording)
-    models = [BernoulliMADE(4, [16], order="random", seed=0) for _ in range(2)]
+    models = [BernoulliMADE(4, [16], conditioner=MADEConfig(order="random"), seed=0) for _ in range(2)]
     for model in models:
         history = quiet_fit(model, binary(40), epochs=2, batch_size=10, resample_masks="full")
     assert history.steps == 8 and len(drawn) == 16 and all(order for order, _, _ in drawn)
@@ -243,14 +243,14 @@ def test_resample_masks_draws_a_structure_per_update_reproducibly(monkeypatch):
 
 
 def test_resample_connectivity_keeps_the_order():
-    model = BernoulliMADE(4, [16], order="random", seed=0)
+    model = BernoulliMADE(4, [16], conditioner=MADEConfig(order="random"), seed=0)
     order = model.made.permutation.clone()
     quiet_fit(model, binary(40), binary(20, seed=1), epochs=2, batch_size=10, resample_masks="connectivity")
     assert torch.equal(model.made.permutation, order) and model.made.active_mask == -1
 
 
 def test_valid_masks_validates_on_the_ensemble():
-    model = BernoulliMADE(4, [16], order="random", seed=0)
+    model = BernoulliMADE(4, [16], conditioner=MADEConfig(order="random"), seed=0)
     train, valid = binary(40), binary(20, seed=1)
     history = quiet_fit(model, train, valid, epochs=1, batch_size=10, lr=0.0, resample_masks="full", valid_masks=5)
     single = quiet_fit(copy.deepcopy(model), train, valid, epochs=1, batch_size=10, lr=0.0, resample_masks="full")
@@ -271,7 +271,7 @@ def test_valid_masks_validates_on_the_ensemble():
     ],
 )
 def test_bad_mask_sampling_options_are_rejected(options, error, message):
-    model = BernoulliMADE(4, [8], num_masks=2, seed=0)
+    model = BernoulliMADE(4, [8], conditioner=MADEConfig(num_masks=2), seed=0)
     with pytest.raises(error, match=message):
         quiet_fit(model, binary(20), binary(10, seed=1), epochs=1, **options)
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from flowkit._seeding import make_generator
 from flowkit._validation import as_shape, check_int, check_is_tensor, check_last_dim
-from flowkit.nn import MADE
+from flowkit.nn import MADEConfig
 from flowkit.transforms.elementwise import softplus_scale
 
 __all__ = [
@@ -65,19 +65,31 @@ class AutoregressiveMADE(nn.Module):
 
     Args:
         input_dim: The number of dimensions ``D``.
-        hidden_dims: MADE hidden widths.
+        hidden_dims: MADE hidden widths, or ``None`` to take them from ``conditioner``
+            (default [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims]).
+        param_dims: The parameters per input of each of the family's parts.
         context_dim: Size of a conditioning input; 0 for none.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
-            ``degrees``, ``activation``, ``seed``, ...).
+        conditioner: The MADE's other options, a [`MADEConfig`][flowkit.nn.MADEConfig]
+            (``order``, ``num_masks``, ``degrees``, ``activation``, ``skip_connections``, ...);
+            default ``MADEConfig()``.
+        seed: Fixes the MADE's masks and orders (weights follow torch's global seed).
     """
 
     support = constraints.real_vector
 
     def __init__(
-        self, input_dim: int, hidden_dims: Sequence[int], param_dims: Sequence[int], context_dim: int = 0, **made_kwargs
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int] | None,
+        param_dims: Sequence[int],
+        context_dim: int = 0,
+        *,
+        conditioner: MADEConfig | None = None,
+        seed: int | torch.Generator | None = None,
     ):
         super().__init__()
-        self.made = MADE(input_dim, hidden_dims, param_dims=param_dims, context_dim=context_dim, **made_kwargs)
+        check_int(input_dim, "input_dim", type_error=True)  # before default_hidden_dims reads it
+        self.made = MADEConfig.resolve(conditioner, hidden_dims).build(input_dim, param_dims, context_dim, seed)
         self.input_dim = input_dim
         self.context_dim = context_dim
 
@@ -289,16 +301,39 @@ class MADEDistribution(dist.TorchDistribution):
         return MADEDistribution(self.model, self.context.expand(batch_shape + self.context.shape[-1:]))
 
 
-class BernoulliMADE(AutoregressiveMADE):
+class _FixedParamsMADE(AutoregressiveMADE):
+    """A family whose parameters per input do not depend on options: the subclass names
+    them in ``family_param_dims``, and its signature has no ``param_dims``."""
+
+    family_param_dims: tuple[int, ...]
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int] | None,
+        context_dim: int = 0,
+        *,
+        conditioner: MADEConfig | None = None,
+        seed: int | torch.Generator | None = None,
+    ):
+        super().__init__(
+            input_dim, hidden_dims, list(self.family_param_dims), context_dim, conditioner=conditioner, seed=seed
+        )
+
+
+class BernoulliMADE(_FixedParamsMADE):
     r"""Binary data: \(p(x_d = 1 \mid x_{<d}) = \sigma(a_d)\), one logit per input
     (the MADE paper's model).
 
     Args:
         input_dim: The number of dimensions ``D``.
-        hidden_dims: MADE hidden widths.
+        hidden_dims: MADE hidden widths, or ``None`` to take them from ``conditioner``
+            (default [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims]).
         context_dim: Size of a conditioning input; 0 for none.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
-            ``degrees``, ``activation``, ``seed``, ...).
+        conditioner: The MADE's other options, a [`MADEConfig`][flowkit.nn.MADEConfig]
+            (``order``, ``num_masks``, ``degrees``, ``activation``, ``skip_connections``, ...);
+            default ``MADEConfig()``.
+        seed: Fixes the MADE's masks and orders (weights follow torch's global seed).
 
     Examples:
         >>> model = BernoulliMADE(4, [16], seed=0)
@@ -308,9 +343,7 @@ class BernoulliMADE(AutoregressiveMADE):
     """
 
     support = constraints.independent(constraints.boolean, 1)
-
-    def __init__(self, input_dim: int, hidden_dims: Sequence[int], context_dim: int = 0, **made_kwargs):
-        super().__init__(input_dim, hidden_dims, [1], context_dim, **made_kwargs)
+    family_param_dims = (1,)
 
     def check_data(self, x: Tensor) -> None:
         super().check_data(x)
@@ -328,7 +361,7 @@ class BernoulliMADE(AutoregressiveMADE):
         return (params[..., 0] > 0).to(params.dtype)
 
 
-class GaussianMADE(AutoregressiveMADE):
+class GaussianMADE(_FixedParamsMADE):
     r"""Real data: \(p(x_d \mid x_{<d}) = \mathcal{N}(\mu_d, \sigma_d^2)\) with
     \(\sigma_d = \mathrm{softplus}(u_d) + 10^{-3}\). Arguments as in
     [`BernoulliMADE`][flowkit.distributions.made_models.BernoulliMADE].
@@ -339,8 +372,7 @@ class GaussianMADE(AutoregressiveMADE):
         torch.Size([2])
     """
 
-    def __init__(self, input_dim: int, hidden_dims: Sequence[int], context_dim: int = 0, **made_kwargs):
-        super().__init__(input_dim, hidden_dims, [1, 1], context_dim, **made_kwargs)
+    family_param_dims = (1, 1)  # the mean and the unconstrained scale
 
     def conditional_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         loc, unconstrained = params.unbind(-2)
@@ -358,13 +390,10 @@ class MixtureMADE(AutoregressiveMADE):
     Papamakarios et al. 2017): the MADE emits, per input, ``K`` logits, means and
     unconstrained scales.
 
+    Other arguments as in [`BernoulliMADE`][flowkit.distributions.made_models.BernoulliMADE].
+
     Args:
-        input_dim: The number of dimensions ``D``.
-        hidden_dims: MADE hidden widths.
         num_components: The number of Gaussians ``K`` per conditional.
-        context_dim: Size of a conditioning input; 0 for none.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
-            ``degrees``, ``activation``, ``seed``, ...).
 
     Examples:
         >>> model = MixtureMADE(2, [16], num_components=3, seed=0)
@@ -375,13 +404,17 @@ class MixtureMADE(AutoregressiveMADE):
     def __init__(
         self,
         input_dim: int,
-        hidden_dims: Sequence[int],
+        hidden_dims: Sequence[int] | None,
         num_components: int = 5,
         context_dim: int = 0,
-        **made_kwargs,
+        *,
+        conditioner: MADEConfig | None = None,
+        seed: int | torch.Generator | None = None,
     ):
         check_int(num_components, "num_components")
-        super().__init__(input_dim, hidden_dims, [num_components] * 3, context_dim, **made_kwargs)
+        super().__init__(
+            input_dim, hidden_dims, [num_components] * 3, context_dim, conditioner=conditioner, seed=seed
+        )
         self.num_components = num_components
 
     def _parts(self, params: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -410,13 +443,10 @@ class CategoricalMADE(AutoregressiveMADE):
     emits ``K`` logits per input and reads each class ``k`` as the number
     ``2 k / (K - 1) - 1`` in ``[-1, 1]``.
 
+    Other arguments as in [`BernoulliMADE`][flowkit.distributions.made_models.BernoulliMADE].
+
     Args:
-        input_dim: The number of dimensions ``D``.
-        hidden_dims: MADE hidden widths.
         num_classes: The number of classes ``K`` (at least 2).
-        context_dim: Size of a conditioning input; 0 for none.
-        **made_kwargs (Any): Passed to [`MADE`][flowkit.nn.MADE] (``order``, ``num_masks``,
-            ``degrees``, ``activation``, ``seed``, ...).
 
     Examples:
         >>> model = CategoricalMADE(4, [16], num_classes=3, seed=0)
@@ -426,10 +456,17 @@ class CategoricalMADE(AutoregressiveMADE):
     """
 
     def __init__(
-        self, input_dim: int, hidden_dims: Sequence[int], num_classes: int, context_dim: int = 0, **made_kwargs
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int] | None,
+        num_classes: int,
+        context_dim: int = 0,
+        *,
+        conditioner: MADEConfig | None = None,
+        seed: int | torch.Generator | None = None,
     ):
         check_int(num_classes, "num_classes", minimum=2)
-        super().__init__(input_dim, hidden_dims, [num_classes], context_dim, **made_kwargs)
+        super().__init__(input_dim, hidden_dims, [num_classes], context_dim, conditioner=conditioner, seed=seed)
         self.num_classes = num_classes
         self.support = constraints.independent(constraints.integer_interval(0, num_classes - 1), 1)
 
