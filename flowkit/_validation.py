@@ -7,7 +7,7 @@ types and Python ints only, never a tensor's values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -21,6 +21,7 @@ __all__ = [
     "check_int_list",
     "check_is_tensor",
     "check_last_dim",
+    "check_options",
     "check_tensor",
 ]
 
@@ -165,6 +166,25 @@ def broadcast_batch(context: Tensor, batch_shape: Sequence[int], against: str) -
         raise ValueError(
             f"context: batch shape {tuple(context.shape[:-1])} does not broadcast with {against} {tuple(batch_shape)}"
         ) from None
+
+
+def check_options(options: Mapping[str, object], allowed: type, function: str) -> None:
+    """A ``TypeError`` naming the first keyword of ``options`` that is not a key of the
+    ``TypedDict`` ``allowed``, the options that ``function`` takes as ``**options``.
+
+    Examples:
+        >>> from typing import TypedDict
+        >>> class Options(TypedDict, total=False):
+        ...     seed: int
+        >>> check_options({"seed": 0}, Options, "build")
+        >>> check_options({"sede": 0}, Options, "build")
+        Traceback (most recent call last):
+        ...
+        TypeError: sede: not an option of build; expected one of ['seed']
+    """
+    for name in options:
+        if name not in allowed.__annotations__:
+            raise TypeError(f"{name}: not an option of {function}; expected one of {sorted(allowed.__annotations__)}")
 
 
 def _type_name(value: object) -> str:

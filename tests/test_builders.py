@@ -2,6 +2,8 @@
 the bijection, the flow. A state_dict saved from the affine flows before the one
 autoregressive core was introduced still loads: its keys are unchanged."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -25,6 +27,7 @@ from flowkit.transforms import (
     conditional_affine_iaf,
     conditional_affine_maf,
 )
+from flowkit.transforms.autoregressive import _AFFINE_STEP_DEFAULTS
 
 # The keys of these modules as the affine-only code (before MaskedAutoregressive) built them.
 EXPECTED_STATE_DICT_KEYS = {
@@ -200,6 +203,30 @@ def test_builders_take_no_made_keyword_arguments_any_more():
             builder(2, activation="tanh")
     with pytest.raises(TypeError, match="order"):
         affine_maf(2, [8], order="random")
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda **option: affine_iaf(3, [8], **option), "affine_iaf"),
+        (lambda **option: affine_maf(3, [8], **option), "affine_maf"),
+        (lambda **option: conditional_affine_iaf(3, 2, [8], **option), "conditional_affine_iaf"),
+        (lambda **option: conditional_affine_maf(3, 2, [8], **option), "conditional_affine_maf"),
+    ],
+)
+def test_affine_builders_name_an_option_they_do_not_take(build, name):
+    for option in ("order", "param_dims", "inverse_scale"):
+        with pytest.raises(TypeError, match=f"^{option}: not an option of {name}; expected one of"):
+            build(**{option: 1})
+    step = build(stable=True, sigmoid_bias=1.5, conditioner=MADEConfig(activation="tanh"), seed=0)
+    assert isinstance(step.bijection, GatedAffine) and step.bijection.sigmoid_bias == 1.5
+    assert type(step.made.activation) is torch.nn.Tanh
+
+
+def test_the_affine_builders_defaults_are_the_affine_classes():
+    for cls in (AffineMAF, AffineIAF, ConditionalAffineMAF, ConditionalAffineIAF):
+        parameters = inspect.signature(cls).parameters
+        assert all(parameters[name].default == _AFFINE_STEP_DEFAULTS[name] for name in ("stable", "scale_floor", "sigmoid_bias")), cls
 
 
 @pytest.mark.parametrize("option", ["stable", "scale_floor", "sigmoid_bias"])

@@ -30,23 +30,28 @@ are the same transforms with an affine bijection, under Pyro-familiar names and 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor
 
-from flowkit._validation import broadcast_batch, check_context
+from flowkit._validation import broadcast_batch, check_context, check_options
 from flowkit.nn import MADE, MADEConfig
 from flowkit.nn.made import default_hidden_dims
 from flowkit.transforms.cache import CachedTransformModule
 from flowkit.transforms.elementwise import Affine, ElementwiseBijection, GatedAffine, RationalQuadraticSpline
+
+if TYPE_CHECKING:  # annotations only: Unpack is in typing from Python 3.11
+    from typing_extensions import Unpack
 
 __all__ = [
     "IAF",
     "MAF",
     "AffineIAF",
     "AffineMAF",
+    "AffineStepOptions",
     "ConditionalAffineIAF",
     "ConditionalAffineMAF",
     "ConditionalIAF",
@@ -287,7 +292,24 @@ def _affine_bijection(
     return GatedAffine(sigmoid_bias) if stable else affine
 
 
-class AffineMAF(MAF):
+class _PlainAffine:
+    """Pyro's affine arguments on a plain step class (``class AffineMAF(_PlainAffine, MAF)``):
+    the bijection is made from ``stable``, ``scale_floor``, ``sigmoid_bias`` and ``inverse_scale``."""
+
+    def __init__(
+        self,
+        made: MADE,
+        context: Tensor | None = None,
+        stable: bool = False,
+        scale_floor: float = 1e-3,
+        sigmoid_bias: float = 2.0,
+        *,
+        inverse_scale: bool = False,
+    ):
+        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale), context)
+
+
+class AffineMAF(_PlainAffine, MAF):
     r"""[`MAF`][flowkit.transforms.autoregressive.MAF] with an affine map,
     \(y_i = \mu_i(y_{<i}) + \sigma_i(y_{<i}) x_i\), under the arguments of Pyro's
     ``AffineAutoregressive``.
@@ -313,20 +335,8 @@ class AffineMAF(MAF):
         True
     """
 
-    def __init__(
-        self,
-        made: MADE,
-        context: Tensor | None = None,
-        stable: bool = False,
-        scale_floor: float = 1e-3,
-        sigmoid_bias: float = 2.0,
-        *,
-        inverse_scale: bool = False,
-    ):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale), context)
 
-
-class AffineIAF(IAF):
+class AffineIAF(_PlainAffine, IAF):
     r"""[`IAF`][flowkit.transforms.autoregressive.IAF] with an affine map,
     \(y_i = \mu_i(x_{<i}) + \sigma_i(x_{<i}) x_i\). Arguments as in
     [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
@@ -338,18 +348,6 @@ class AffineIAF(IAF):
         >>> flow.sample((5,)).shape
         torch.Size([5, 3])
     """
-
-    def __init__(
-        self,
-        made: MADE,
-        context: Tensor | None = None,
-        stable: bool = False,
-        scale_floor: float = 1e-3,
-        sigmoid_bias: float = 2.0,
-        *,
-        inverse_scale: bool = False,
-    ):
-        super().__init__(made, _affine_bijection(stable, scale_floor, sigmoid_bias, inverse_scale), context)
 
 
 class _ConditionalAffine(_ConditionalMaskedAutoregressive):
@@ -449,32 +447,54 @@ def _near_identity_made(
     return init_near_identity(config.build(input_dim, _param_dims_for(bijection), context_dim, seed))
 
 
+class AffineStepOptions(TypedDict, total=False):
+    """The keyword options of the ``affine_*`` builders
+    ([`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf],
+    [`affine_maf`][flowkit.transforms.autoregressive.affine_maf] and their ``conditional_``
+    variants), every one optional, as Pyro's ``affine_autoregressive`` passes its keywords
+    on to the transform. Another keyword is a ``TypeError`` that names it.
+
+    Attributes:
+        conditioner: The MADE's options other than ``hidden_dims``, a
+            [`MADEConfig`][flowkit.nn.made.MADEConfig]; default ``MADEConfig()``.
+        stable: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF]; default ``False``.
+        scale_floor: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF]; default ``1e-3``.
+        sigmoid_bias: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF]; default ``2.0``.
+        seed: Fixes the MADE's masks (weights follow torch's global seed); default ``None``.
+    """
+
+    conditioner: MADEConfig | None
+    stable: bool
+    scale_floor: float
+    sigmoid_bias: float
+    seed: int | torch.Generator | None
+
+
+_AFFINE_STEP_DEFAULTS = AffineStepOptions(
+    conditioner=None, stable=False, scale_floor=1e-3, sigmoid_bias=2.0, seed=None
+)  # the defaults of the affine classes' own arguments
+
+
 def _affine_step(
     cls: type[MaskedAutoregressive] | type[_ConditionalAffine],
+    builder: str,
     input_dim: int,
     context_dim: int,
     hidden_dims: Sequence[int] | None,
-    conditioner: MADEConfig | None,
-    stable: bool,
-    scale_floor: float,
-    sigmoid_bias: float,
-    seed: int | torch.Generator | None,
+    options: AffineStepOptions,
 ):
-    """An affine step of class ``cls`` (plain or conditional) on a fresh near-identity MADE."""
-    bijection = _affine_bijection(stable, scale_floor, sigmoid_bias)  # checked before the MADE is built
-    made = _near_identity_made(input_dim, bijection, conditioner, hidden_dims, context_dim, seed)
-    return cls(made, stable=stable, scale_floor=scale_floor, sigmoid_bias=sigmoid_bias)
+    """An affine step of class ``cls`` (plain or conditional) on a fresh near-identity MADE,
+    for the public ``builder`` that was given ``options``."""
+    check_options(options, AffineStepOptions, builder)
+    options = {**_AFFINE_STEP_DEFAULTS, **options}
+    affine = dict(stable=options["stable"], scale_floor=options["scale_floor"], sigmoid_bias=options["sigmoid_bias"])
+    bijection = _affine_bijection(**affine)  # checked before the MADE is built
+    made = _near_identity_made(input_dim, bijection, options["conditioner"], hidden_dims, context_dim, options["seed"])
+    return cls(made, **affine)
 
 
 def affine_iaf(
-    input_dim: int,
-    hidden_dims: Sequence[int] | None = None,
-    *,
-    conditioner: MADEConfig | None = None,
-    stable: bool = False,
-    scale_floor: float = 1e-3,
-    sigmoid_bias: float = 2.0,
-    seed: int | torch.Generator | None = None,
+    input_dim: int, hidden_dims: Sequence[int] | None = None, **options: Unpack[AffineStepOptions]
 ) -> AffineIAF:
     """Builds an [`AffineIAF`][flowkit.transforms.autoregressive.AffineIAF] on a fresh near-identity MADE.
 
@@ -482,64 +502,34 @@ def affine_iaf(
         input_dim: The event size ``D``.
         hidden_dims: MADE hidden widths (or give them in ``conditioner``); default
             [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims].
-        conditioner: The MADE's other options, a [`MADEConfig`][flowkit.nn.made.MADEConfig].
-        stable: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
-        scale_floor: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
-        sigmoid_bias: As in [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF].
-        seed: Fixes the MADE's masks (weights follow torch's global seed).
+        **options: ``conditioner``, ``stable``, ``scale_floor``, ``sigmoid_bias``, ``seed``:
+            the [`AffineStepOptions`][flowkit.transforms.autoregressive.AffineStepOptions].
     """
-    return _affine_step(AffineIAF, input_dim, 0, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed)
+    return _affine_step(AffineIAF, "affine_iaf", input_dim, 0, hidden_dims, options)
 
 
 def affine_maf(
-    input_dim: int,
-    hidden_dims: Sequence[int] | None = None,
-    *,
-    conditioner: MADEConfig | None = None,
-    stable: bool = False,
-    scale_floor: float = 1e-3,
-    sigmoid_bias: float = 2.0,
-    seed: int | torch.Generator | None = None,
+    input_dim: int, hidden_dims: Sequence[int] | None = None, **options: Unpack[AffineStepOptions]
 ) -> AffineMAF:
     """Builds an [`AffineMAF`][flowkit.transforms.autoregressive.AffineMAF] on a fresh near-identity MADE;
     arguments as in [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf]."""
-    return _affine_step(AffineMAF, input_dim, 0, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed)
+    return _affine_step(AffineMAF, "affine_maf", input_dim, 0, hidden_dims, options)
 
 
 def conditional_affine_iaf(
-    input_dim: int,
-    context_dim: int,
-    hidden_dims: Sequence[int] | None = None,
-    *,
-    conditioner: MADEConfig | None = None,
-    stable: bool = False,
-    scale_floor: float = 1e-3,
-    sigmoid_bias: float = 2.0,
-    seed: int | torch.Generator | None = None,
+    input_dim: int, context_dim: int, hidden_dims: Sequence[int] | None = None, **options: Unpack[AffineStepOptions]
 ) -> ConditionalAffineIAF:
     """Builds a [`ConditionalAffineIAF`][flowkit.transforms.autoregressive.ConditionalAffineIAF]; arguments as in
     [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf], plus ``context_dim``, the size of the context."""
-    return _affine_step(
-        ConditionalAffineIAF, input_dim, context_dim, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed
-    )
+    return _affine_step(ConditionalAffineIAF, "conditional_affine_iaf", input_dim, context_dim, hidden_dims, options)
 
 
 def conditional_affine_maf(
-    input_dim: int,
-    context_dim: int,
-    hidden_dims: Sequence[int] | None = None,
-    *,
-    conditioner: MADEConfig | None = None,
-    stable: bool = False,
-    scale_floor: float = 1e-3,
-    sigmoid_bias: float = 2.0,
-    seed: int | torch.Generator | None = None,
+    input_dim: int, context_dim: int, hidden_dims: Sequence[int] | None = None, **options: Unpack[AffineStepOptions]
 ) -> ConditionalAffineMAF:
     """Builds a [`ConditionalAffineMAF`][flowkit.transforms.autoregressive.ConditionalAffineMAF]; arguments as in
     [`affine_iaf`][flowkit.transforms.autoregressive.affine_iaf], plus ``context_dim``, the size of the context."""
-    return _affine_step(
-        ConditionalAffineMAF, input_dim, context_dim, hidden_dims, conditioner, stable, scale_floor, sigmoid_bias, seed
-    )
+    return _affine_step(ConditionalAffineMAF, "conditional_affine_maf", input_dim, context_dim, hidden_dims, options)
 
 
 def _check_sequential(sequential: str) -> None:
