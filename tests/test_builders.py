@@ -27,6 +27,7 @@ from flowkit.transforms import (
     conditional_affine_iaf,
     conditional_affine_maf,
 )
+from flowkit.distributions.flows import _IAF_DEFAULTS, IAFOptions
 from flowkit.transforms.autoregressive import _AFFINE_STEP_DEFAULTS
 
 # The keys of these modules as the affine-only code (before MaskedAutoregressive) built them.
@@ -194,6 +195,19 @@ def test_spline_state_dicts_hold_no_bound_or_bijection_tensor():
 
 
 # ------------------------------------------------------------------------ the builders
+def test_iaf_takes_mafs_options_and_defaults_but_the_base():
+    maf_options = inspect.signature(flowkit.maf).parameters
+    shared = set(maf_options) - {"input_dim", "num_transforms", "hidden_dims", "context_dim", "base", "num_components"}
+    assert set(IAFOptions.__annotations__) == shared == set(_IAF_DEFAULTS)
+    assert all(maf_options[name].default == default for name, default in _IAF_DEFAULTS.items())
+    flow = flowkit.iaf(3, 2, [8], 2, permutation=None, act_norm=True, bijection="gated", seed=0)
+    step = "ConditionalAffineIAF"
+    assert [type(layer).__name__ for layer in flow.transforms] == [step, "ActNorm", step]
+    for option in ("base", "num_components", "param_dims"):
+        with pytest.raises(TypeError, match=f"^{option}: not an option of iaf; expected one of"):
+            flowkit.iaf(2, **{option: 1})
+
+
 def test_builders_take_no_made_keyword_arguments_any_more():
     # formerly routed to MADE by **made_kwargs, where param_dims collided with the builder's own
     for builder in (flowkit.maf, flowkit.iaf, flowkit.nsf):
@@ -226,7 +240,8 @@ def test_affine_builders_name_an_option_they_do_not_take(build, name):
 def test_the_affine_builders_defaults_are_the_affine_classes():
     for cls in (AffineMAF, AffineIAF, ConditionalAffineMAF, ConditionalAffineIAF):
         parameters = inspect.signature(cls).parameters
-        assert all(parameters[name].default == _AFFINE_STEP_DEFAULTS[name] for name in ("stable", "scale_floor", "sigmoid_bias")), cls
+        for name in ("stable", "scale_floor", "sigmoid_bias"):
+            assert parameters[name].default == _AFFINE_STEP_DEFAULTS[name], (cls, name)
 
 
 @pytest.mark.parametrize("option", ["stable", "scale_floor", "sigmoid_bias"])

@@ -1,6 +1,6 @@
 """Distributions: MADE density models and flow builders."""
 
-from flowkit.distributions.flows import Flow, iaf, maf, nsf
+from flowkit.distributions.flows import Flow, IAFOptions, iaf, maf, nsf
 from flowkit.distributions.made_models import (
     AutoregressiveMADE,
     BernoulliMADE,
@@ -16,6 +16,7 @@ __all__ = [
     "CategoricalMADE",
     "Flow",
     "GaussianMADE",
+    "IAFOptions",
     "MADEDistribution",
     "MixtureMADE",
     "iaf",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import pyro.distributions as dist
 import torch
@@ -40,9 +41,12 @@ from flowkit.nn import MADE, MADEConfig
 from flowkit.nn.made import default_hidden_dims
 from flowkit.nn.masks import make_order
 from flowkit._seeding import make_generator
-from flowkit._validation import as_shape, check_context, check_int, check_tensor
+from flowkit._validation import as_shape, check_context, check_int, check_options, check_tensor
 
-__all__ = ["Flow", "iaf", "maf", "nsf"]
+if TYPE_CHECKING:  # annotations only: Unpack is in typing from Python 3.11
+    from typing_extensions import Unpack
+
+__all__ = ["Flow", "IAFOptions", "iaf", "maf", "nsf"]
 
 
 class Flow(nn.Module):
@@ -368,18 +372,43 @@ def maf(
     )  # fmt: skip
 
 
+class IAFOptions(TypedDict, total=False):
+    """The keyword options of [`iaf`][flowkit.distributions.flows.iaf]: those of
+    [`maf`][flowkit.distributions.flows.maf] but its ``base`` and ``num_components`` (an
+    IAF's base is a standard normal), every one optional with ``maf``'s default. Another
+    keyword is a ``TypeError`` that names it.
+
+    Attributes:
+        permutation: ``"reversed"`` (the default), ``"random"`` or ``None``.
+        batch_norm: Put [`BatchNorm`][flowkit.transforms.BatchNorm] between steps; default ``False``.
+        act_norm: Put [`ActNorm`][flowkit.transforms.ActNorm] between steps; default ``False``.
+        bijection: As in [`maf`][flowkit.distributions.flows.maf] (default ``"affine"``);
+            ``"gated"`` is the update of Kingma et al. (2016). Affine bijections give
+            [`AffineIAF`][flowkit.transforms.AffineIAF] steps.
+        conditioner: As in [`maf`][flowkit.distributions.flows.maf]; default ``MADEConfig()``.
+        seed: Fixes masks and permutations (weights follow torch's global seed); default ``None``.
+    """
+
+    permutation: str | None
+    batch_norm: bool
+    act_norm: bool
+    bijection: ElementwiseBijection | str
+    conditioner: MADEConfig | None
+    seed: int | None
+
+
+# maf's defaults (tests/test_builders.py checks that they agree)
+_IAF_DEFAULTS = IAFOptions(
+    permutation="reversed", batch_norm=False, act_norm=False, bijection="affine", conditioner=None, seed=None
+)
+
+
 def iaf(
     input_dim: int,
     num_transforms: int = 5,
     hidden_dims: Sequence[int] | None = None,
     context_dim: int = 0,
-    permutation: str | None = "reversed",
-    batch_norm: bool = False,
-    act_norm: bool = False,
-    *,
-    bijection: ElementwiseBijection | str = "affine",
-    conditioner: MADEConfig | None = None,
-    seed: int | None = None,
+    **options: Unpack[IAFOptions],
 ) -> Flow:
     """An inverse autoregressive flow (Kingma et al. 2016): like [`maf`][flowkit.distributions.flows.maf] with
     [`IAF`][flowkit.transforms.IAF] steps and a standard normal base. One-pass
@@ -393,14 +422,9 @@ def iaf(
         hidden_dims: MADE hidden widths (or give them in ``conditioner``); default
             [`default_hidden_dims`][flowkit.nn.made.default_hidden_dims].
         context_dim: Context size for amortized posteriors; 0 for none.
-        permutation: ``"reversed"``, ``"random"`` or ``None``.
-        batch_norm: Put [`BatchNorm`][flowkit.transforms.BatchNorm] between steps.
-        act_norm: Put [`ActNorm`][flowkit.transforms.ActNorm] between steps.
-        bijection: As in [`maf`][flowkit.distributions.flows.maf]; ``"gated"`` is the
-            update of Kingma et al. (2016). Affine bijections give
-            [`AffineIAF`][flowkit.transforms.AffineIAF] steps.
-        conditioner: As in [`maf`][flowkit.distributions.flows.maf].
-        seed: Fixes masks and permutations (weights follow torch's global seed).
+        **options: ``permutation``, ``batch_norm``, ``act_norm``, ``bijection``,
+            ``conditioner``, ``seed``: the [`IAFOptions`][flowkit.distributions.flows.IAFOptions],
+            as in ``maf``.
 
     Examples:
         >>> flow = iaf(3, num_transforms=2, hidden_dims=[16], seed=0)
@@ -408,10 +432,10 @@ def iaf(
         >>> x.shape, log_q.shape
         (torch.Size([5, 3]), torch.Size([5]))
     """
+    check_options(options, IAFOptions, "iaf")
     return _build(
         _IAF_STEPS, input_dim, num_transforms=num_transforms, hidden_dims=hidden_dims, context_dim=context_dim,
-        permutation=permutation, batch_norm=batch_norm, act_norm=act_norm, bijection=bijection,
-        conditioner=conditioner, base="normal", num_components=1, seed=seed,
+        base="normal", num_components=1, **{**_IAF_DEFAULTS, **options},
     )  # fmt: skip
 
 
@@ -461,7 +485,7 @@ def nsf(
         (4, torch.Size([3, 2]))
     """
     return maf(
-        input_dim, num_transforms, hidden_dims, context_dim, permutation, batch_norm, act_norm,
-        bijection=RationalQuadraticSpline(bins, bound), conditioner=conditioner, base=base,
+        input_dim, num_transforms, hidden_dims, context_dim, permutation=permutation, batch_norm=batch_norm,
+        act_norm=act_norm, bijection=RationalQuadraticSpline(bins, bound), conditioner=conditioner, base=base,
         num_components=num_components, seed=seed,
     )  # fmt: skip
