@@ -137,12 +137,7 @@ def load_power(root: str | os.PathLike, dtype: torch.dtype = torch.float32) -> S
     is done in float64 and converted to ``dtype`` at the end, so the split does not depend
     on ``dtype``.
 
-    Args:
-        root: The folder holding ``power/data.npy``, or the ``power`` folder itself.
-        dtype: The tensor dtype (floating).
-
-    Raises:
-        FileNotFoundError: When the file is absent (flowkit never downloads).
+    Arguments and errors as in [`load_maf_dataset`][flowkit.datasets.load_maf_dataset].
     """
     _check_dtype(dtype)
     (path,) = _locate(root, "power", ("data.npy",))
@@ -185,13 +180,7 @@ def load_gas(root: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Spl
         Loading a pickle runs code stored in the file: only load a file you trust, such as
         the one from the paper's release.
 
-    Args:
-        root: The folder holding ``gas/ethylene_CO.pickle``, or the ``gas`` folder itself.
-        dtype: The tensor dtype (floating).
-
-    Raises:
-        FileNotFoundError: When the file is absent (flowkit never downloads).
-        ImportError: Without pandas (``pip install "flowkit[datasets]"``).
+    Needs pandas; arguments and errors as in [`load_maf_dataset`][flowkit.datasets.load_maf_dataset].
     """
     _check_dtype(dtype)
     (path,) = _locate(root, "gas", ("ethylene_CO.pickle",))
@@ -239,14 +228,7 @@ def load_hepmass(root: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
     smallest value's repeats). The last tenth of the training file's rows, in file order,
     becomes the validation set; the test file is the test set.
 
-    Args:
-        root: The folder holding ``hepmass/1000_train.csv`` and ``hepmass/1000_test.csv``,
-            or the ``hepmass`` folder itself.
-        dtype: The tensor dtype (floating).
-
-    Raises:
-        FileNotFoundError: When a file is absent (flowkit never downloads).
-        ImportError: Without pandas (``pip install "flowkit[datasets]"``).
+    Needs pandas; arguments and errors as in [`load_maf_dataset`][flowkit.datasets.load_maf_dataset].
     """
     _check_dtype(dtype)
     train_path, test_path = _locate(root, "hepmass", ("1000_train.csv", "1000_test.csv"))
@@ -269,12 +251,7 @@ def load_miniboone(root: str | os.PathLike, dtype: torch.dtype = torch.float32) 
     standardises every column with the mean and standard deviation of train and validation
     together.
 
-    Args:
-        root: The folder holding ``miniboone/data.npy``, or the ``miniboone`` folder itself.
-        dtype: The tensor dtype (floating).
-
-    Raises:
-        FileNotFoundError: When the file is absent (flowkit never downloads).
+    Arguments and errors as in [`load_maf_dataset`][flowkit.datasets.load_maf_dataset].
     """
     _check_dtype(dtype)
     (path,) = _locate(root, "miniboone", ("data.npy",))
@@ -289,13 +266,7 @@ def load_bsds300(root: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
     The arrays ``train``, ``validation`` and ``test`` of ``BSDS300/BSDS300.hdf5``, as they
     are (the paper's code uses them unchanged).
 
-    Args:
-        root: The folder holding ``BSDS300/BSDS300.hdf5``, or the ``BSDS300`` folder itself.
-        dtype: The tensor dtype (floating).
-
-    Raises:
-        FileNotFoundError: When the file is absent (flowkit never downloads).
-        ImportError: Without h5py (``pip install "flowkit[datasets]"``).
+    Needs h5py; arguments and errors as in [`load_maf_dataset`][flowkit.datasets.load_maf_dataset].
     """
     _check_dtype(dtype)
     (path,) = _locate(root, "BSDS300", ("BSDS300.hdf5",))
@@ -330,6 +301,13 @@ def load_maf_dataset(name: str, root: str | os.PathLike, dtype: torch.dtype = to
             ``miniboone/`` and ``BSDS300/`` (the release's ``data/``), or the dataset's
             own folder.
         dtype: The tensor dtype (floating).
+
+    Raises:
+        ValueError: For an unknown ``name``, a ``root`` that is not a path, a ``dtype``
+            that is not floating, or a file that does not hold what the paper's release does.
+        FileNotFoundError: When a file is absent (flowkit never downloads), with where to get it.
+        ImportError: Without pandas for GAS and HEPMASS, without h5py for BSDS300
+            (``pip install "flowkit[datasets]"``).
 
     Examples:
         A stand-in for ``miniboone/data.npy`` (random numbers, 100 rows of 43 columns):
