@@ -146,6 +146,23 @@ class MaskedAutoregressive(CachedTransformModule):
     def _extra_watched_tensors(self) -> list[Tensor]:
         return [] if self.context is None else [self.context]
 
+    # MAF's MADE reads the output y, IAF's the input x (``_made_reads_output``): the direction
+    # that starts from the side the MADE reads is one pass, the other is sequential.
+    _made_reads_output: bool
+
+    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        run = self._sequential_pass if self._made_reads_output else self._one_pass
+        return run(x, inverse=False)
+
+    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        run = self._one_pass if self._made_reads_output else self._sequential_pass
+        return run(y, inverse=True)
+
+    def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        if self._made_reads_output:
+            return self._one_pass(y, inverse=True)[1]
+        return self._one_pass(x, inverse=False)[1]
+
     def _one_pass(self, value: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         r"""The bijection (or its inverse) on every column of ``value``, the side the MADE
         reads, with parameters from one MADE pass over it; returns the other side and
@@ -192,16 +209,7 @@ class MAF(MaskedAutoregressive):
         True
     """
 
-    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Sequential: ``y_i = f(x_i; theta_i(y_<i))`` in the MADE's order."""
-        return self._sequential_pass(x, inverse=False)
-
-    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One MADE pass over the data ``y``."""
-        return self._one_pass(y, inverse=True)
-
-    def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self._one_pass(y, inverse=True)[1]
+    _made_reads_output = True  # y: the density of data is the one-pass direction
 
 
 class IAF(MaskedAutoregressive):
@@ -222,16 +230,7 @@ class IAF(MaskedAutoregressive):
         torch.Size([5])
     """
 
-    def _forward_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """One MADE pass over the noise ``x``."""
-        return self._one_pass(x, inverse=False)
-
-    def _inverse_and_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Sequential: ``x_i = f^-1(y_i; theta_i(x_<i))`` in the MADE's order."""
-        return self._sequential_pass(y, inverse=True)
-
-    def _log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return self._one_pass(x, inverse=False)[1]
+    _made_reads_output = False  # x: sampling is the one-pass direction
 
 
 class _ConditionalMaskedAutoregressive(ConditionalTransformModule):
