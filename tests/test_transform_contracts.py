@@ -20,6 +20,7 @@ from pyro.distributions.torch_transform import TransformModule
 
 import flowkit.transforms
 from elementwise_helpers import BIJECTIONS
+from helpers import entry_points
 from transform_contracts import (
     CASES,
     DTYPE,
@@ -83,6 +84,8 @@ def test_pyro_attributes(case):
     module, transform = built(case)
     assert isinstance(module, ConditionalTransformModule if case.context_dim else TransformModule)
     assert isinstance(transform, TransformModule)
+    if case.context_dim:
+        assert isinstance(transform, module.transform_class)  # ConditionalAffineMAF gives an AffineMAF
     for t in {id(module): module, id(transform): transform}.values():
         assert t.domain is constraints.real_vector and t.codomain is constraints.real_vector
         assert t.bijective is True
@@ -192,24 +195,15 @@ def test_state_dict_round_trip(case):
 
 
 # ------------------------------------------------------------------- bad input
-def entry_points(transform, value):
-    """Every public entry of both directions, each called with ``value`` where the other
-    argument is a good tensor, and the argument's name."""
-    good = torch.zeros(4, D, dtype=torch.float64)
-    return [
-        ("x", lambda: transform(value)),
-        ("x", lambda: transform.forward_and_log_det(value)),
-        ("y", lambda: transform.inv(value)),
-        ("y", lambda: transform.inverse_and_log_det(value)),
-        ("x", lambda: transform.log_abs_det_jacobian(value, good)),
-        ("y", lambda: transform.log_abs_det_jacobian(good, value)),
-    ]
+def bad_calls(transform, value):
+    """``(name, call)`` for every entry point, given ``value``; the other argument is good."""
+    return entry_points(transform, value, torch.zeros(4, D, dtype=torch.float64))
 
 
 @EVERY_CASE
 def test_a_wrong_last_dimension_is_a_value_error_naming_the_argument(case):
     _, transform = built(case)
-    for name, call in entry_points(transform, torch.zeros(4, D - 1, dtype=torch.float64)):
+    for name, call in bad_calls(transform, torch.zeros(4, D - 1, dtype=torch.float64)):
         with pytest.raises(ValueError) as error:
             call()
         assert str(error.value) == f"{name}: expected shape (..., {D}) with input_dim={D}, got (4, {D - 1})"
@@ -218,10 +212,10 @@ def test_a_wrong_last_dimension_is_a_value_error_naming_the_argument(case):
 @EVERY_CASE
 def test_a_numpy_array_or_an_integer_tensor_is_a_type_error_naming_the_argument(case):
     _, transform = built(case)
-    for name, call in entry_points(transform, torch.zeros(4, D, dtype=torch.float64).numpy()):
+    for name, call in bad_calls(transform, torch.zeros(4, D, dtype=torch.float64).numpy()):
         with pytest.raises(TypeError, match=rf"^{name}: expected a torch.Tensor, got numpy.ndarray"):
             call()
-    for name, call in entry_points(transform, torch.zeros(4, D, dtype=torch.long)):
+    for name, call in bad_calls(transform, torch.zeros(4, D, dtype=torch.long)):
         with pytest.raises(TypeError, match=rf"^{name}: expected a floating-point tensor"):
             call()
 
@@ -229,7 +223,7 @@ def test_a_numpy_array_or_an_integer_tensor_is_a_type_error_naming_the_argument(
 @over(applying(DTYPE))
 def test_another_dtype_is_a_type_error_naming_the_argument(case):
     _, transform = built(case)
-    for name, call in entry_points(transform, torch.zeros(4, D, dtype=torch.float32)):
+    for name, call in bad_calls(transform, torch.zeros(4, D, dtype=torch.float32)):
         with pytest.raises(TypeError) as error:
             call()
         expected = f"{name}: dtype torch.float32 does not match the model's torch.float64; convert one of them"
