@@ -40,7 +40,12 @@ MADE_KEYS = [
     "output_layer.mask",
     "output_layer.weight",
 ]
-SECOND_HIDDEN_LAYER_KEYS = ["hidden_degrees_1", "hidden_layers.0.bias", "hidden_layers.0.mask", "hidden_layers.0.weight"]
+SECOND_HIDDEN_LAYER_KEYS = [
+    "hidden_degrees_1",
+    "hidden_layers.0.bias",
+    "hidden_layers.0.mask",
+    "hidden_layers.0.weight",
+]
 CONTEXT_KEYS = ["context_layer.weight"]
 SKIP_KEYS = ["skip_layer.mask", "skip_layer.weight"]
 CONTEXT_SKIP_KEYS = ["context_skip_layer.weight"]
