@@ -1,5 +1,5 @@
-"""Helpers shared by several test files: parameter perturbation and Jacobians for the
-transform tests, and running examples as subprocesses for the example tests."""
+"""Helpers shared by several test files: parameter perturbation, Jacobians and the entry
+points for the transform tests, and running examples as subprocesses for the example tests."""
 
 import math
 import os
@@ -47,6 +47,20 @@ def batch_jacobian(f, x):
 
 def log_abs_det(jacobian):
     return torch.linalg.slogdet(jacobian)[1]
+
+
+def entry_points(transform, value, good):
+    """Every public entry of both directions of ``transform``, each called with ``value``
+    where the other argument is the tensor ``good``, with the name of ``value``'s argument:
+    ``[(name, call), ...]`` for the tests of bad input."""
+    return [
+        ("x", lambda: transform(value)),
+        ("x", lambda: transform.forward_and_log_det(value)),
+        ("y", lambda: transform.inv(value)),
+        ("y", lambda: transform.inverse_and_log_det(value)),
+        ("x", lambda: transform.log_abs_det_jacobian(value, good)),
+        ("y", lambda: transform.log_abs_det_jacobian(good, value)),
+    ]
 
 
 def run_script(

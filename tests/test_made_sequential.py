@@ -81,6 +81,19 @@ def test_sequential_with_a_single_input_and_context():
     assert torch.allclose(x, naive_x, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["fast", "naive"])
+@pytest.mark.parametrize("batch_shape", [(0,), (2, 0)], ids=str)
+def test_sequential_on_an_empty_batch(method, batch_shape):
+    """No rows to infer a size from: the fast pass once raised 'cannot reshape tensor of 0 elements'."""
+    made = MADE(3, [8], param_dims=[2], context_dim=2, skip_connections=True, seed=0).double()
+    steps = []
+    x, params = made.sequential(
+        lambda p, i: steps.append(p.shape) or p[..., 0], batch_shape, torch.zeros(2, dtype=torch.float64), method=method
+    )
+    assert x.shape == (*batch_shape, 3) and params.shape == (*batch_shape, 2, 3)
+    assert steps == [(*batch_shape, 2)] * 3  # each step saw its inputs' parameters, of the batch shape
+
+
 @given(config=made_configs(), data=st.data())
 @settings(max_examples=25, deadline=None)
 def test_sequential_fast_reads_no_weight_outside_its_masks(config, data):

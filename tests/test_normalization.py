@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from flowkit.transforms import ActNorm, BatchNorm, Permute
-from helpers import batch_jacobian, log_abs_det
 
 TOL = dict(atol=1e-10, rtol=1e-10)
 
@@ -115,16 +114,6 @@ def test_batchnorm_eval_after_training_on_the_same_tensor_uses_running_averages(
     torch.testing.assert_close(bn.log_abs_det_jacobian(x, y), bn.log_abs_det_jacobian(x.clone(), y.clone()), **TOL)
 
 
-def test_batchnorm_log_det_matches_autograd_in_eval_mode():
-    bn = _trained_batchnorm()
-    x = torch.randn(6, 3, dtype=torch.float64)
-    expected = log_abs_det(batch_jacobian(bn._call, x))
-    y = bn(x)
-    torch.testing.assert_close(bn.log_abs_det_jacobian(x, y), expected, **TOL)  # cached
-    torch.testing.assert_close(_trained_batchnorm().log_abs_det_jacobian(x.clone(), y.clone()), expected, **TOL)
-    assert bn.log_abs_det_jacobian(x, y).shape == (6,)
-
-
 def test_batchnorm_training_log_det_uses_the_batch_statistics():
     # d x / d y per row, holding the batch statistics fixed: exp(log_gamma) / sqrt(v + eps)
     bn = set_params_(BatchNorm(3).double())
@@ -150,14 +139,6 @@ def test_batchnorm_state_dict_round_trip():
 def test_batchnorm_training_needs_two_rows():
     with pytest.raises(ValueError, match="y"):
         BatchNorm(3).inv(torch.randn(1, 3))
-
-
-@pytest.mark.parametrize("layer", [BatchNorm, ActNorm])
-def test_wrong_last_dimension_raises(layer):
-    with pytest.raises(ValueError, match="x"):
-        layer(3)(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="y"):
-        layer(3).inv(torch.zeros(4, 2))
 
 
 @pytest.mark.parametrize("layer", [BatchNorm, ActNorm])
@@ -230,24 +211,6 @@ def test_actnorm_initialisation_keeps_parameters_trainable():
     (x.sum() - act.log_abs_det_jacobian(x, y).sum()).backward()
     assert act.shift.grad is not None and act.shift.grad.abs().sum() > 0
     assert act.log_scale.grad is not None and act.log_scale.grad.abs().sum() > 0
-
-
-def test_actnorm_log_det_matches_autograd_and_round_trips():
-    act = set_params_(ActNorm(3).double())
-    act.eval()  # eval mode: no data-dependent initialisation
-    x = torch.randn(6, 3, dtype=torch.float64)
-    expected = log_abs_det(batch_jacobian(act._call, x))
-    y = act(x)
-    torch.testing.assert_close(act.log_abs_det_jacobian(x, y), expected, **TOL)
-    fresh = set_params_(ActNorm(3).double())  # the same parameters, no cache
-    fresh.eval()
-    torch.testing.assert_close(fresh.log_abs_det_jacobian(x.clone(), y.clone()), expected, **TOL)
-    torch.testing.assert_close(fresh.inv(y.clone()), x, **TOL)
-    # after data-dependent initialisation too
-    act = ActNorm(3).double()
-    x = act.inv(data())
-    expected = log_abs_det(batch_jacobian(act._call, x))
-    torch.testing.assert_close(act.log_abs_det_jacobian(x, data()), expected, **TOL)
 
 
 def test_actnorm_initialisation_needs_two_rows():

@@ -207,12 +207,14 @@ def fast_sequential(
             params.addmm_(x_ranked.known, weights.skip_weight[k, :, :k].T)
             if context_out is not None:
                 params.add_(context_out[:, weights.out_rows[k]])
-        x_k = step(params.view(*batch_shape, -1), plan.order[k])
+        # explicit sizes, not -1: an empty batch has no rows to infer them from
+        x_k = step(params.view(*batch_shape, params.shape[-1]), plan.order[k])
         x_ranked.append(x_k.reshape(rows, 1))
         params_ranked.append(params)
     ranks = M.degrees_from_order(made.permutation) - 1
-    x = x_ranked.known.index_select(-1, ranks).view(*batch_shape, -1)
-    return x, torch.stack(params_ranked, dim=-1).index_select(-1, ranks).view(*batch_shape, -1, made.input_dim)
+    x = x_ranked.known.index_select(-1, ranks).view(*batch_shape, made.input_dim)
+    params = torch.stack(params_ranked, dim=-1).index_select(-1, ranks)
+    return x, params.view(*batch_shape, *params.shape[-2:])
 
 
 def _flat(tensor: Tensor, batch_shape: torch.Size) -> Tensor:

@@ -440,6 +440,8 @@ class RationalQuadraticSpline(ElementwiseBijection):
         dtype = _compute_dtype(params, value)
         params, value = params.to(dtype), value.to(dtype)
         bound = self._bound_like(value, column)
+        if isinstance(bound, Tensor):  # (1,) for one input; value has no input axis, so a
+            bound = bound[0]  # 0-d bound keeps an unbatched point's shape ()
         K = self.bins
         # (*batch, 2, K): the fractions of 2B of each bin's width (row 0) and height (row 1)
         floors, spans, ends_pattern = self._column_constants(params)
