@@ -25,6 +25,7 @@ from flowkit.nn.diagnostics import (  # LostDependencyWarning: also importable f
     input_connectivity,
     report_lost_dependencies,
 )
+from flowkit.nn import _workspace as workspace
 from flowkit.nn._blocked import MaskBlocks
 from flowkit.nn.layers import INITS, Activation, MaskedLinear, check_product, make_activation  # MaskedLinear: also from here
 from flowkit.nn.sequential import SequentialPlan, Step, fast_sequential, naive_sequential
@@ -434,6 +435,8 @@ class MADE(nn.Module):
         them once already (a transform at its entry, before a loop of passes)."""
         if check:
             self._check_inputs(x, context)
+        if workspace.applies(self, x, context):
+            return workspace.no_grad_output(self, x)
         h = self.input_layer(x)
         if context is not None:
             h = h + self.context_layer(context)
