@@ -1,8 +1,8 @@
-"""The no-grad feature-major pass of a MADE (flowkit/nn/_workspace.py): equal to the ordinary
-pass to 1e-12 in float64 whatever the architecture, product method and batch shape; taken
-only where nothing can see its intermediate tensors; and never handing out a tensor that a
-later call overwrites (two results stay independent across calls, batch sizes, dtypes,
-autograd and threads)."""
+"""The feature-major pass of a MADE (flowkit/nn/_workspace.py): its outputs and gradients equal
+to the ordinary pass's to 1e-12 in float64 whatever the architecture, product method and batch
+shape; taken only where nothing can see its intermediate tensors; and, without gradients,
+never handing out a tensor that a later call overwrites (two results stay independent across
+calls, batch sizes, dtypes, autograd and threads)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import flowkit
 from flowkit import MADE, LostDependencyWarning
 from flowkit.nn import _workspace
+from flowkit.nn._blocked import MaskBlocks
 from made_helpers import made_configs
 
 EXACT = {"rtol": 0.0, "atol": 1e-12}
@@ -34,9 +35,28 @@ def build_quietly(**kwargs) -> MADE:
 
 
 def ordinary_output(made: MADE, x: torch.Tensor) -> torch.Tensor:
-    """The ordinary pass, as gradients are on (the feature-major pass only runs without)."""
-    with torch.enable_grad():
-        return made.raw_output(x).detach()
+    """The ordinary pass (a hook makes the MADE take it), without gradients."""
+    handle = made.register_forward_pre_hook(lambda *args: None)
+    try:
+        assert not _workspace.applies(made, x, None)
+        with torch.no_grad():
+            return made.raw_output(x)
+    finally:
+        handle.remove()
+
+
+def gradients(made: MADE, x: torch.Tensor, ordinary: bool) -> list[torch.Tensor]:
+    """The output and the gradients of ``x`` and of every parameter of a fixed random
+    projection of it, by the ordinary pass or the feature-major one."""
+    handle = made.register_forward_pre_hook(lambda *args: None) if ordinary else None
+    x = x.detach().requires_grad_(True)
+    assert _workspace.applies(made, x, None) is not ordinary
+    out = made.raw_output(x)
+    weights = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+    grads = torch.autograd.grad((out * weights).sum(), [x, *made.parameters()])
+    if handle is not None:
+        handle.remove()
+    return [out.detach(), *grads]
 
 
 @given(made_configs(activations=("relu", "elu", "leaky_relu")), st.sampled_from(["auto", "blocked", "dense"]),
@@ -47,13 +67,31 @@ def test_no_grad_pass_equals_the_ordinary_pass(config, product, batch_shape):
     made = build_quietly(**config, product=product)
     generator = torch.Generator().manual_seed(config["seed"])
     x = torch.randn(*batch_shape, made.input_dim, dtype=torch.float64, generator=generator)
-    assert _workspace.applies(made, x, None) is False  # gradients are on here
+    assert _workspace.applies(made, x, None)
     with torch.no_grad():
-        assert _workspace.applies(made, x, None) is (x.numel() > 0)
         fast = made.raw_output(x)
     expected = ordinary_output(made, x)
     assert fast.shape == expected.shape and fast.is_contiguous()
     torch.testing.assert_close(fast, expected, **EXACT)
+
+
+@given(made_configs(activations=("relu", "elu", "leaky_relu")), st.sampled_from(["auto", "blocked", "dense"]),
+       st.sampled_from([(1,), (7,), (3, 2)]))  # fmt: skip
+@settings(max_examples=40, deadline=None)
+def test_gradients_of_the_feature_major_pass_equal_the_ordinary_ones(config, product, batch_shape):
+    config["context_dim"] = 0
+    made = build_quietly(**config, product=product)
+    x = torch.randn(*batch_shape, made.input_dim, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(config["seed"]))  # fmt: skip
+    for fast, expected in zip(gradients(made, x, ordinary=False), gradients(made, x, ordinary=True)):
+        torch.testing.assert_close(fast, expected, **EXACT)
+
+
+@pytest.mark.parametrize("product", ["blocked", "dense"])
+def test_second_order_gradients_of_the_feature_major_pass(product):
+    made = build_quietly(input_dim=4, hidden_dims=[12, 12], param_dims=[1, 1], seed=0, product=product)
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: made.raw_output(x), (x,))
 
 
 @pytest.mark.parametrize("width", [64, 300])
@@ -64,8 +102,11 @@ def test_wide_blocked_no_grad_pass_equals_the_dense_reference(width, product):
     x = torch.randn(2000, 16, dtype=torch.float64)
     with torch.no_grad():
         fast = made.raw_output(x)
+    fast_gradients = gradients(made, x[:512], ordinary=False)
     made.product = "dense"
     torch.testing.assert_close(fast, ordinary_output(made, x), **EXACT)
+    for fast, expected in zip(fast_gradients, gradients(made, x[:512], ordinary=True)):
+        torch.testing.assert_close(fast, expected, **EXACT)
 
 
 def test_resampled_masks_and_every_mask_set_give_the_ordinary_output():
@@ -159,9 +200,8 @@ def test_hooks_context_and_other_activations_take_the_ordinary_pass():
     x = torch.randn(5, 4)
     seen = []
     handle = made.input_layer.register_forward_hook(lambda module, args, out: seen.append(out))
-    with torch.no_grad():
-        assert not _workspace.applies(made, x, None)
-        made.raw_output(x)
+    assert not _workspace.applies(made, x, None)
+    made.raw_output(x)
     handle.remove()
     assert len(seen) == 1  # the hook saw the layer's call
     with torch.no_grad():
@@ -181,3 +221,38 @@ def test_a_buffer_too_large_to_keep_is_not_kept(monkeypatch):
         result = made.raw_output(x)
     assert _workspace._BUFFERS.kept == {}
     torch.testing.assert_close(result, ordinary_output(made, x), **EXACT)
+
+
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 6), st.integers(1, 8), st.integers(0, 2**31 - 1))
+@settings(max_examples=60, deadline=None)
+def test_feature_major_linear_equals_the_dense_product_on_any_mask(rows, columns, batch, groups, seed):
+    """Any boolean mask (its blocks need not be nested) and any number of blocks: the
+    product and the gradients of the input, weight and bias equal the dense formulas."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.rand(rows, columns, generator=generator) < 0.5
+    blocks = MaskBlocks.of(mask, max_blocks=groups).partition(groups)
+    h = torch.randn(columns, batch, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(rows, columns, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(rows, 1, dtype=torch.float64, generator=generator, requires_grad=True)
+    grad = torch.randn(rows, batch, dtype=torch.float64, generator=generator)
+    factor = mask.double()
+    blocked = _workspace.FeatureMajorLinear.apply(h, weight, factor, bias, blocks)
+    dense = (weight * factor) @ h + bias
+    torch.testing.assert_close(blocked, dense, **EXACT)
+    expected = torch.autograd.grad(dense, [h, weight, bias], grad)
+    for fast, slow in zip(torch.autograd.grad(blocked, [h, weight, bias], grad), expected):
+        torch.testing.assert_close(fast, slow, **EXACT)
+
+
+def test_backward_hooks_and_torch_func_take_the_ordinary_pass():
+    made = MADE(4, [16], param_dims=[1, 1], seed=0)
+    x = torch.randn(5, 4)
+    handle = made.output_layer.register_full_backward_hook(lambda module, grad_in, grad_out: None)
+    assert not _workspace.applies(made, x, None)
+    handle.remove()
+    assert _workspace.applies(made, x, None)
+    seen = []
+    torch.func.vmap(lambda row: seen.append(_workspace.applies(made, row[None], None)) or row)(x)
+    assert seen == [False]
+    per_row = torch.func.vmap(lambda row: made.raw_output(row))(x)  # runs, by the ordinary pass
+    torch.testing.assert_close(per_row, made.raw_output(x), rtol=1e-6, atol=1e-6)

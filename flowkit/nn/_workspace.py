@@ -1,23 +1,39 @@
-r"""A MADE's pass without gradients on the CPU, feature-major, into reused buffers.
+r"""A MADE's pass on the CPU with feature-major activations, and reused buffers without gradients.
 
-[`MADE.raw_output`][flowkit.nn.made.MADE.raw_output] takes this path under ``torch.no_grad()``
-(``log_prob`` of a MAF, sampling of an IAF) when nothing can see its intermediate results.
-It differs from the ordinary pass in two ways, with the same results:
+[`MADE.raw_output`][flowkit.nn.made.MADE.raw_output] takes this path (a MAF's ``log_prob``
+and training step, an IAF's sampling) when nothing can see its intermediate results (no
+hooks, no context, plain masked layers, an in-place activation). It differs from the
+ordinary pass in two ways, with the same results:
 
 * **Feature-major activations.** Every hidden activation is kept as ``(width, batch)``, so
   that a block of a masked product (rows ``r`` of the output reading columns ``c`` of the
   input) is one multiply of a weight block with a contiguous slab of the input,
   \(H_{r} = (W \odot M)_{r,c} H_{c}\), into a contiguous slab of the output: the batch is
-  the long dimension of every multiply, where the blocks of the batch-major layout are
-  thin column strips (which run far below the dense product's rate on a CPU).
-* **Reused buffers.** The hidden activations go into two buffers per thread that later
-  passes reuse (out= multiplies, activations in place), instead of fresh ``(batch, width)``
-  tensors whose first touch costs thousands of page faults per pass. Only the hidden
-  activations live there; the returned parameters are always a fresh tensor, so no result
-  is ever overwritten by a later call.
+  the long dimension of every multiply, forward and backward
+  ([`FeatureMajorLinear`][flowkit.nn._workspace.FeatureMajorLinear]), where the blocks of
+  the batch-major layout are thin column strips that run far below the dense rate on a CPU.
+* **Reused buffers without gradients.** Under ``torch.no_grad()`` the hidden activations go
+  into two buffers per thread that later passes reuse (out= multiplies, activations in
+  place), instead of fresh ``(batch, width)`` tensors whose first touch costs thousands of
+  page faults per pass. Only the hidden activations live there; the returned parameters
+  are always a fresh tensor, so no result is ever overwritten by a later call. With
+  gradients every activation is a fresh tensor, since the backward pass reads it later.
 
 The blocks are those of each layer's `MaskedProduct` (private module `flowkit.nn._blocked`),
 chosen for this layout by `FEATURE_MAJOR_COST`, honouring the ``product`` switch.
+
+Examples:
+    >>> from flowkit.nn import MADE
+    >>> made = MADE(4, [64, 64], param_dims=[1, 1], seed=0).double()
+    >>> x = torch.randn(100, 4, dtype=torch.float64)
+    >>> applies(made, x, None)
+    True
+    >>> with torch.no_grad():
+    ...     fast = made.raw_output(x)
+    >>> made.product = "dense"
+    >>> hook = made.register_forward_pre_hook(lambda *args: None)  # hooks take the ordinary pass
+    >>> torch.allclose(fast, made.raw_output(x), rtol=0, atol=1e-12)
+    True
 """
 
 from __future__ import annotations
@@ -34,16 +50,16 @@ from flowkit.nn.layers import MaskedLinear, _InPlaceActivation
 if TYPE_CHECKING:  # the MADE imports this module
     from flowkit.nn.made import MADE
 
-__all__ = ["FEATURE_MAJOR_COST", "applies", "no_grad_output"]
+__all__ = ["FEATURE_MAJOR_COST", "FeatureMajorLinear", "applies", "feature_major_output"]
 
 # A buffer larger than this is used once and not kept, so that one huge batch does not
 # hold its memory for the rest of the process.
 MAX_KEPT_BYTES = 64 * 2**20
 
-# Calibrated like COST_MODELS in _blocked.py (one float32 thread of the shared 2-core AMD
-# EPYC, D = 16 and 64, widths 256 and 512, batches 512 to 10,000), for this layout: the
-# input slab of a block is contiguous, so re-reading it costs little, but every multiply
-# pays a fixed cost and thin blocks run slower.
+# Fitted, roughly (the machine was busy), to single-layer timings of this layout on one
+# float32 thread of the shared 2-core AMD EPYC (D = 16 and 64, widths 256 and 512, batches
+# 512 to 10,000): the input slab of a block is contiguous, so re-reading it costs little,
+# but every multiply pays a fixed cost.
 FEATURE_MAJOR_COST = CostModel(call_cost=5e5, reread=8.0, block_slowdown=1.05)
 
 
@@ -72,12 +88,14 @@ def scratch(slot: int, rows: int, columns: int, like: Tensor) -> Tensor:
 
 
 def applies(made: MADE, x: Tensor, context: Tensor | None) -> bool:
-    """Whether this pass may replace the ordinary one: no gradients, the CPU, no context,
-    plain masked layers and an in-place activation, and nothing that could see the
-    intermediate tensors or needs the module calls (hooks, tracing, compiling, autocast)."""
-    if torch.is_grad_enabled() or context is not None or x.device.type != "cpu" or x.numel() == 0:
+    """Whether this pass may replace the ordinary one: the CPU, no context, plain masked
+    layers and an in-place activation, and nothing that could see the intermediate tensors
+    or needs the module calls (hooks, tracing, compiling, autocast, torch.func transforms)."""
+    if context is not None or x.device.type != "cpu" or x.numel() == 0:
         return False
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    if torch._C._are_functorch_transforms_active():  # vmap, grad, ...: no rule for FeatureMajorLinear
         return False
     if not isinstance(made.activation, _InPlaceActivation):
         return False
@@ -87,43 +105,57 @@ def applies(made: MADE, x: Tensor, context: Tensor | None) -> bool:
     return not _has_hooks([*layers, made.activation, made])
 
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
 def _has_hooks(modules: list[nn.Module]) -> bool:
-    """Whether a forward hook (global or on one of ``modules``) would expect module calls."""
-    hooks = nn.modules.module
-    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+    """Whether a hook (global or on one of ``modules``) would expect module calls."""
+    registry = nn.modules.module
+    if any(getattr(registry, "_global" + name) for name in _HOOKS):
         return True
-    return any(module._forward_hooks or module._forward_pre_hooks for module in modules)
+    return any(getattr(module, name) for module in modules for name in _HOOKS)
 
 
-def no_grad_output(made: MADE, x: Tensor) -> Tensor:
+def feature_major_output(made: MADE, x: Tensor) -> Tensor:
     """``made.raw_output(x)`` (shape ``(..., sum(param_dims), D)``) by the feature-major
-    pass; ``applies(made, x, None)`` must hold."""
+    pass; ``applies(made, x, None)`` must hold. Without gradients the hidden activations
+    go into this thread's reused buffers; with gradients every one is a fresh tensor (the
+    backward pass reads them later) and the products are `FeatureMajorLinear`."""
+    reuse = not torch.is_grad_enabled()
     flat = x.reshape(-1, made.input_dim)
     batch = flat.shape[0]
     inputs = flat.T  # (D, batch), a view: the multiplies read it transposed
     h = inputs
     for index, layer in enumerate([made.input_layer, *made.hidden_layers]):
-        out = scratch(index % 2, layer.out_features, batch, flat)
-        _product(layer, h, out)
-        made.activation.function(out, inplace=True)
-        if made.residual and index > 0:
-            out.add_(h)
-        h = out
-    params = flat.new_empty(made.output_layer.out_features, batch)  # fresh: it is returned
-    _product(made.output_layer, h, params)
+        out = scratch(index % 2, layer.out_features, batch, flat) if reuse else None
+        update = made.activation.function(_product(layer, h, out), inplace=True)
+        # With gradients, the activation saved its output: the residual sum is a new tensor.
+        h = (update.add_(h) if reuse else update + h) if made.residual and index > 0 else update
+    params = _product(made.output_layer, h, None)  # fresh: it is returned
     if made.skip_layer is not None:
         skip = made.skip_layer
-        params.addmm_(skip.weight * skip.product.factor(skip.mask, skip.weight), inputs)
+        params = torch.addmm(params, skip.weight * skip.product.factor(skip.mask, skip.weight), inputs)
     # One transposing copy of the (small) parameters gives the ordinary pass's layout.
     return params.T.contiguous().reshape(*x.shape[:-1], -1, made.input_dim)
 
 
-def _product(layer: MaskedLinear, h: Tensor, out: Tensor) -> None:
-    r"""``out = (W \odot M) h + b`` for a feature-major ``h`` of shape ``(in, batch)``,
-    dense or by the blocks `_choice` picks, written into ``out`` ``(out, batch)``."""
-    weight = layer.weight * layer.product.factor(layer.mask, layer.weight)
+def _product(layer: MaskedLinear, h: Tensor, out: Tensor | None) -> Tensor:
+    r"""\((W \odot M) h + b\) for a feature-major ``h`` of shape ``(in, batch)``, dense or
+    by the blocks `_choice` picks, as a new ``(out, batch)`` tensor or into ``out``
+    (without gradients only)."""
+    factor = layer.product.factor(layer.mask, layer.weight)
     bias = None if layer.bias is None else layer.bias[:, None]
     blocks = _choice(layer, h.shape[1])
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, layer.weight, bias)):
+        return FeatureMajorLinear.apply(h, layer.weight, factor, bias, blocks)
+    if out is None:
+        out = h.new_empty(layer.out_features, h.shape[1])
+    _forward(h, layer.weight * factor, bias, blocks, out)
+    return out
+
+
+def _forward(h: Tensor, weight: Tensor, bias: Tensor | None, blocks: Partition | None, out: Tensor) -> None:
+    """``out = weight @ h + bias`` (``weight`` masked already), dense or block by block."""
     if blocks is None:
         _multiply(weight, h, bias, out)
         return
@@ -144,6 +176,67 @@ def _multiply(weight: Tensor, h: Tensor, bias: Tensor | None, out: Tensor) -> No
         torch.mm(weight, h, out=out)
     else:
         torch.addmm(bias, weight, h, out=out)
+
+
+class FeatureMajorLinear(torch.autograd.Function):
+    r"""\((W \odot M) h + b\) for a feature-major ``h`` ``(in, batch)``, by blocks or
+    dense, with a backward on the same blocks: the gradient of ``h`` from one multiply
+    per block, and the weight's computed on the blocks only (zero where the mask is).
+    Arguments: ``h``, ``weight``, ``factor`` (the mask as 0s and 1s of the weight's
+    dtype), ``bias`` of shape ``(out, 1)`` or ``None``, and the blocks (``None``: dense).
+    Higher-order gradients (``create_graph=True``) take the dense formulas."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, factor: Tensor, bias: Tensor | None, blocks: Partition | None):
+        masked = weight * factor
+        ctx.save_for_backward(h, masked, factor)
+        ctx.blocks, ctx.has_bias = blocks, bias is not None
+        out = h.new_empty(weight.shape[0], h.shape[1])
+        _forward(h, masked, bias, blocks, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, masked, factor = ctx.saved_tensors
+        needs_h, needs_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled() or ctx.blocks is None:  # dense formulas, differentiable
+            grad_h = masked.T @ grad if needs_h else None
+            grad_weight = (grad @ h.T) * factor if needs_weight else None
+        else:
+            grad_h, grad_weight = _blocked_backward(grad, h, masked, factor, ctx.blocks, needs_h, needs_weight)
+        grad_bias = grad.sum(1, keepdim=True) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return grad_h, grad_weight, None, grad_bias, None
+
+
+def _blocked_backward(grad, h, masked, factor, blocks: Partition, needs_h: bool, needs_weight: bool):
+    """The gradients of ``h`` and of the weight on the blocks only (not differentiable)."""
+    grad_h = _blocked_input_gradient(grad, masked, blocks, h.shape) if needs_h else None
+    grad_weight = None
+    if needs_weight:
+        grad_weight = masked.new_zeros(masked.shape)
+        for block in blocks:
+            if block.work:
+                rows, cols = slice(*block.rows), slice(*block.cols)
+                torch.mm(grad[rows], h[cols].T, out=grad_weight[rows, cols])
+        grad_weight.mul_(factor)  # zero where the mask is, inside the blocks too
+    return grad_h, grad_weight
+
+
+def _blocked_input_gradient(grad: Tensor, masked: Tensor, blocks: Partition, shape: torch.Size) -> Tensor:
+    r"""\((W \odot M)^\top G\) by slabs of input columns: between two consecutive column
+    bounds of the blocks, the columns are read by the rows from the first to the last block
+    that covers them (the masked weight is zero in any row between that does not), so each
+    slab is one multiply written in place, with no zero fill and no accumulation."""
+    grad_h = grad.new_empty(shape)
+    bounds = sorted({0, shape[0], *(end for block in blocks if block.work for end in block.cols)})
+    for start, stop in zip(bounds, bounds[1:]):
+        readers = [block.rows for block in blocks if block.work and block.cols[0] <= start and stop <= block.cols[1]]
+        if not readers:
+            grad_h[start:stop].zero_()
+            continue
+        rows = slice(min(r[0] for r in readers), max(r[1] for r in readers))
+        torch.mm(masked[rows, start:stop].T, grad[rows], out=grad_h[start:stop])
+    return grad_h
 
 
 def _choice(layer: MaskedLinear, batch: int) -> Partition | None:

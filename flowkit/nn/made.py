@@ -436,7 +436,7 @@ class MADE(nn.Module):
         if check:
             self._check_inputs(x, context)
         if workspace.applies(self, x, context):
-            return workspace.no_grad_output(self, x)
+            return workspace.feature_major_output(self, x)
         h = self.input_layer(x)
         if context is not None:
             h = h + self.context_layer(context)
