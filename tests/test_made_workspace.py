@@ -50,7 +50,10 @@ def gradients(made: MADE, x: torch.Tensor, ordinary: bool) -> list[torch.Tensor]
     projection of it, by the ordinary pass or the feature-major one."""
     handle = made.register_forward_pre_hook(lambda *args: None) if ordinary else None
     x = x.detach().requires_grad_(True)
-    assert _workspace.applies(made, x, None) is not ordinary
+    if ordinary:
+        assert not _workspace.applies(made, x, None)
+    elif made.product == "blocked":  # with gradients, auto and dense may keep the ordinary pass
+        assert _workspace.applies(made, x, None)
     out = made.raw_output(x)
     weights = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0))
     grads = torch.autograd.grad((out * weights).sum(), [x, *made.parameters()])
@@ -67,8 +70,8 @@ def test_no_grad_pass_equals_the_ordinary_pass(config, product, batch_shape):
     made = build_quietly(**config, product=product)
     generator = torch.Generator().manual_seed(config["seed"])
     x = torch.randn(*batch_shape, made.input_dim, dtype=torch.float64, generator=generator)
-    assert _workspace.applies(made, x, None)
     with torch.no_grad():
+        assert _workspace.applies(made, x, None)
         fast = made.raw_output(x)
     expected = ordinary_output(made, x)
     assert fast.shape == expected.shape and fast.is_contiguous()
@@ -196,7 +199,7 @@ def test_inference_mode_and_no_grad_keep_separate_buffers():
 
 
 def test_hooks_context_and_other_activations_take_the_ordinary_pass():
-    made = MADE(4, [16], param_dims=[1, 1], seed=0)
+    made = MADE(4, [16], param_dims=[1, 1], seed=0, product="blocked")
     x = torch.randn(5, 4)
     seen = []
     handle = made.input_layer.register_forward_hook(lambda module, args, out: seen.append(out))
@@ -244,15 +247,29 @@ def test_feature_major_linear_equals_the_dense_product_on_any_mask(rows, columns
         torch.testing.assert_close(fast, slow, **EXACT)
 
 
+def test_with_gradients_only_blocked_products_take_the_feature_major_pass():
+    """Dense products are faster the ordinary way when gradients are on."""
+    made = MADE(16, [256, 256], param_dims=[1, 1], seed=0)
+    x = torch.randn(512, 16)
+    assert _workspace.applies(made, x, None)  # auto takes blocks in the hidden layer
+    made.product = "dense"
+    assert not _workspace.applies(made, x, None)
+    with torch.no_grad():
+        assert _workspace.applies(made, x, None)  # still worth it: the reused buffers
+
+
 def test_backward_hooks_and_torch_func_take_the_ordinary_pass():
-    made = MADE(4, [16], param_dims=[1, 1], seed=0)
+    made = MADE(4, [16], param_dims=[1, 1], seed=0, product="blocked")
     x = torch.randn(5, 4)
     handle = made.output_layer.register_full_backward_hook(lambda module, grad_in, grad_out: None)
     assert not _workspace.applies(made, x, None)
     handle.remove()
     assert _workspace.applies(made, x, None)
+    made.product = "auto"  # the blocked product's own autograd function has no vmap rule either
     seen = []
-    torch.func.vmap(lambda row: seen.append(_workspace.applies(made, row[None], None)) or row)(x)
-    assert seen == [False]
-    per_row = torch.func.vmap(lambda row: made.raw_output(row))(x)  # runs, by the ordinary pass
-    torch.testing.assert_close(per_row, made.raw_output(x), rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        assert _workspace.applies(made, x, None)
+        torch.func.vmap(lambda row: seen.append(_workspace.applies(made, row[None], None)) or row)(x)
+        assert seen == [False]
+        per_row = torch.func.vmap(lambda row: made.raw_output(row))(x)  # runs, by the ordinary pass
+        torch.testing.assert_close(per_row, made.raw_output(x), rtol=1e-6, atol=1e-6)

@@ -26,10 +26,10 @@ Examples:
     >>> from flowkit.nn import MADE
     >>> made = MADE(4, [64, 64], param_dims=[1, 1], seed=0).double()
     >>> x = torch.randn(100, 4, dtype=torch.float64)
-    >>> applies(made, x, None)
-    True
     >>> with torch.no_grad():
+    ...     applies(made, x, None)
     ...     fast = made.raw_output(x)
+    True
     >>> made.product = "dense"
     >>> hook = made.register_forward_pre_hook(lambda *args: None)  # hooks take the ordinary pass
     >>> torch.allclose(fast, made.raw_output(x), rtol=0, atol=1e-12)
@@ -44,13 +44,19 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from flowkit.nn._blocked import CostModel, Partition
+from flowkit.nn._blocked import CostModel, MaskBlocks, Partition
 from flowkit.nn.layers import MaskedLinear, _InPlaceActivation
 
 if TYPE_CHECKING:  # the MADE imports this module
     from flowkit.nn.made import MADE
 
-__all__ = ["FEATURE_MAJOR_COST", "FeatureMajorLinear", "applies", "feature_major_output"]
+__all__ = [
+    "FEATURE_MAJOR_COST",
+    "FEATURE_MAJOR_COST_WITH_GRAD",
+    "FeatureMajorLinear",
+    "applies",
+    "feature_major_output",
+]
 
 # A buffer larger than this is used once and not kept, so that one huge batch does not
 # hold its memory for the rest of the process.
@@ -60,7 +66,11 @@ MAX_KEPT_BYTES = 64 * 2**20
 # float32 thread of the shared 2-core AMD EPYC (D = 16 and 64, widths 256 and 512, batches
 # 512 to 10,000): the input slab of a block is contiguous, so re-reading it costs little,
 # but every multiply pays a fixed cost.
-FEATURE_MAJOR_COST = CostModel(call_cost=5e5, reread=8.0, block_slowdown=1.05)
+FEATURE_MAJOR_COST = CostModel(call_cost=2e5, reread=2.0, block_slowdown=1.1)
+# With gradients every block also costs two multiplies and their bookkeeping in the
+# backward pass: a larger fixed cost per block, so that small layers (a 16-input layer at
+# batch 512, whose dense forward and backward take about 0.1 ms) stay dense.
+FEATURE_MAJOR_COST_WITH_GRAD = CostModel(call_cost=6e5, reread=2.0, block_slowdown=1.1)
 
 
 class _Buffers(threading.local):
@@ -89,31 +99,40 @@ def scratch(slot: int, rows: int, columns: int, like: Tensor) -> Tensor:
 
 def applies(made: MADE, x: Tensor, context: Tensor | None) -> bool:
     """Whether this pass may replace the ordinary one: the CPU, no context, plain masked
-    layers and an in-place activation, and nothing that could see the intermediate tensors
-    or needs the module calls (hooks, tracing, compiling, autocast, torch.func transforms)."""
+    layers and an in-place activation, nothing that could see the intermediate tensors or
+    needs the module calls (hooks, tracing, compiling, autocast, torch.func transforms),
+    and, with gradients, blocks in some layer."""
     if context is not None or x.device.type != "cpu" or x.numel() == 0:
         return False
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
     if torch._C._are_functorch_transforms_active():  # vmap, grad, ...: no rule for FeatureMajorLinear
         return False
-    if not isinstance(made.activation, _InPlaceActivation):
+    activation = made.activation
+    if not isinstance(activation, _InPlaceActivation):
         return False
     layers = made._masked_layers()
     if any(type(layer) is not MaskedLinear for layer in layers):  # a subclass may change forward
         return False
-    return not _has_hooks([*layers, made.activation, made])
-
-
-_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if _has_hooks([*layers, activation, made]):
+        return False
+    # With gradients, dense products are faster the ordinary way (F.linear's autograd is in
+    # C++): the feature-major pass pays for itself only where some layer takes blocks.
+    batch = x.numel() // x.shape[-1]
+    return not torch.is_grad_enabled() or any(_choice(layer, batch) is not None for layer in layers)
 
 
 def _has_hooks(modules: list[nn.Module]) -> bool:
-    """Whether a hook (global or on one of ``modules``) would expect module calls."""
+    """Whether a hook (global or on one of ``modules``) would expect module calls.
+    Spelled out attribute by attribute: this runs at every pass."""
     registry = nn.modules.module
-    if any(getattr(registry, "_global" + name) for name in _HOOKS):
+    if (registry._global_forward_hooks or registry._global_forward_pre_hooks
+            or registry._global_backward_hooks or registry._global_backward_pre_hooks):  # fmt: skip
         return True
-    return any(getattr(module, name) for module in modules for name in _HOOKS)
+    for module in modules:
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
+            return True
+    return False
 
 
 def feature_major_output(made: MADE, x: Tensor) -> Tensor:
@@ -241,11 +260,25 @@ def _blocked_input_gradient(grad: Tensor, masked: Tensor, blocks: Partition, sha
 
 def _choice(layer: MaskedLinear, batch: int) -> Partition | None:
     """The blocks of ``layer``'s product for this layout (``None``: one dense multiply),
-    as its ``product`` method says: ``"auto"`` asks `FEATURE_MAJOR_COST`."""
+    as its ``product`` method says: ``"auto"`` asks `FEATURE_MAJOR_COST` (or, with
+    gradients, `FEATURE_MAJOR_COST_WITH_GRAD`)."""
     product = layer.product
     if product.method == "dense":
         return None
     blocks = product.blocks(layer.mask)
     if product.method == "blocked":
         return blocks.partition(product.max_blocks)
-    return FEATURE_MAJOR_COST.choose(blocks, batch)
+    model = FEATURE_MAJOR_COST_WITH_GRAD if torch.is_grad_enabled() else FEATURE_MAJOR_COST
+    key = (id(blocks), batch, model)
+    known = _CHOICES.get(key)
+    if known is None or known[0] is not blocks:  # the entry holds its blocks: no reused id
+        if len(_CHOICES) >= _MAX_CHOICES:
+            _CHOICES.clear()
+        known = _CHOICES[key] = (blocks, model.choose(blocks, batch))
+    return known[1]
+
+
+# The auto choices made so far, by (id of the blocks, batch, model): a choice is some 20 us of
+# Python, and a training step asks for every layer's twice (once to decide on this pass).
+_CHOICES: dict[tuple[int, int, CostModel], tuple[MaskBlocks, Partition | None]] = {}
+_MAX_CHOICES = 1024
