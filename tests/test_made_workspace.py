@@ -140,6 +140,17 @@ def test_results_of_later_calls_never_overwrite_an_earlier_one():
     torch.testing.assert_close(first, kept, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(("input_dim", "param_dims", "rows"), [(8, [1, 1], 1), (1, [1], 5), (1, [1], 1)])
+def test_one_row_or_one_output_still_gives_a_fresh_result(input_dim, param_dims, rows):
+    """There the transpose back to the ordinary layout is contiguous already: still a copy."""
+    made = MADE(input_dim, [32], param_dims=param_dims, seed=0)
+    with torch.no_grad():
+        first = made.raw_output(torch.randn(rows, input_dim))
+        kept = first.clone()
+        made.raw_output(torch.randn(rows, input_dim))
+    torch.testing.assert_close(first, kept, rtol=0, atol=0)
+
+
 def test_two_log_probs_stay_independent_with_and_without_gradients():
     flow = flowkit.maf(6, 3, [48, 48], seed=0)
     x, z = torch.randn(200, 6), torch.randn(200, 6)

@@ -12,12 +12,13 @@ ordinary pass in two ways, with the same results:
   the long dimension of every multiply, forward and backward
   ([`FeatureMajorLinear`][flowkit.nn._workspace.FeatureMajorLinear]), where the blocks of
   the batch-major layout are thin column strips that run far below the dense rate on a CPU.
-* **Reused buffers without gradients.** Under ``torch.no_grad()`` the hidden activations go
-  into two buffers per thread that later passes reuse (out= multiplies, activations in
-  place), instead of fresh ``(batch, width)`` tensors whose first touch costs thousands of
-  page faults per pass. Only the hidden activations live there; the returned parameters
-  are always a fresh tensor, so no result is ever overwritten by a later call. With
-  gradients every activation is a fresh tensor, since the backward pass reads it later.
+* **Reused buffers without gradients.** Under ``torch.no_grad()`` the hidden activations and
+  the output layer's product go into three buffers per thread that later passes reuse
+  (out= multiplies, activations in place), instead of fresh ``(batch, width)`` tensors
+  whose first touch costs thousands of page faults per pass. The returned parameters are
+  always a fresh copy (the transpose back to the ordinary layout), so no result is ever
+  overwritten by a later call. With gradients every activation is a fresh tensor, since
+  the backward pass reads it later.
 
 The blocks are those of each layer's `MaskedProduct` (private module `flowkit.nn._blocked`),
 chosen for this layout by `FEATURE_MAJOR_COST`, honouring the ``product`` switch.
@@ -150,12 +151,15 @@ def feature_major_output(made: MADE, x: Tensor) -> Tensor:
         update = made.activation.function(_product(layer, h, out), inplace=True)
         # With gradients, the activation saved its output: the residual sum is a new tensor.
         h = (update.add_(h) if reuse else update + h) if made.residual and index > 0 else update
-    params = _product(made.output_layer, h, None)  # fresh: it is returned
+    output = made.output_layer
+    params = _product(output, h, scratch(2, output.out_features, batch, flat) if reuse else None)
     if made.skip_layer is not None:
         skip = made.skip_layer
         params = torch.addmm(params, skip.weight * skip.product.factor(skip.mask, skip.weight), inputs)
-    # One transposing copy of the (small) parameters gives the ordinary pass's layout.
-    return params.T.contiguous().reshape(*x.shape[:-1], -1, made.input_dim)
+    # One transposing copy of the parameters gives the ordinary pass's layout, and is
+    # always a fresh tensor: the one that is returned.
+    # (clone, not contiguous: with one row or one output the transpose is contiguous already)
+    return params.T.clone(memory_format=torch.contiguous_format).reshape(*x.shape[:-1], -1, made.input_dim)
 
 
 def _product(layer: MaskedLinear, h: Tensor, out: Tensor | None) -> Tensor:

@@ -432,7 +432,12 @@ class MADE(nn.Module):
         """All parameters as one tensor of shape ``(..., sum(param_dims), D)``.
 
         ``check=False`` skips the checks of ``x`` and ``context``, for callers that made
-        them once already (a transform at its entry, before a loop of passes)."""
+        them once already (a transform at its entry, before a loop of passes).
+
+        On the CPU, where nothing can see the layers' calls (no hooks, no context), the pass
+        runs feature-major, with blocked products on contiguous slabs and, without
+        gradients, reused buffers for the hidden activations (the private module
+        `flowkit.nn._workspace`); the results are the same."""
         if check:
             self._check_inputs(x, context)
         if workspace.applies(self, x, context):
