@@ -7,6 +7,8 @@ are timed, the libraries taking turns within each repeat (``timing.py``):
 * **log_prob**: a MAF's density of 10,000 rows, no gradients;
 * **sample**: 1,000 MAF samples, the sequential direction (no gradients);
 * **IAF sample + log_prob**: 1,000 IAF samples and their own log-density (no gradients);
+* **IAF log_prob of outside points**: an IAF's density of 1,000 rows it did not sample, the
+  sequential direction (no gradients);
 * **dense floor**: what the train step and ``log_prob`` cost as plain dense matrix
   multiplies of the same shapes, without masks (the train step's with its backward pass and
   Adam step); flowkit's time over it is flowkit's overhead;
@@ -67,6 +69,7 @@ MEASUREMENTS = {  # key: (direction, bijection, label)
     "log_prob": ("maf", "affine", "log_prob"),
     "sample": ("maf", "affine", "sample"),
     "iaf": ("iaf", "affine", "IAF sample + log_prob"),
+    "iaf_outside": ("iaf", "affine", "IAF log_prob of outside points"),
     "spline_train": ("maf", "spline", "spline train step"),
     "spline_log_prob": ("maf", "spline", "spline log_prob"),
     "spline_sample": ("maf", "spline", "spline sample"),
@@ -92,6 +95,9 @@ def calls(measurement: str, contender: Contender, dim: int, sizes: argparse.Name
         return train_step
     if measurement.endswith("log_prob"):
         x = torch.randn(sizes.eval_batch, dim)
+        return no_grad(lambda: contender.log_prob(x.clone()))
+    if measurement.endswith("iaf_outside"):  # as many rows as samples: a sequential pass
+        x = torch.randn(sizes.samples, dim)
         return no_grad(lambda: contender.log_prob(x.clone()))
     if measurement.endswith("sample"):
         return no_grad(lambda: contender.sample(sizes.samples))

@@ -252,7 +252,7 @@ def test_speed_quick(tmp_path):
         assert len(parameters) == 1, row  # the same architecture in every library
 
     times = table_with(stdout, "flowkit / best other")
-    assert len(times) == 2 * 8, times  # four measurements of each bijection at each (D, H)
+    assert len(times) == 2 * 9, times  # five affine and four spline measurements at each (D, H)
     assert sum(row["measurement"].startswith("spline ") for row in times) == 2 * 4, times
     for row in times:
         ms = [number(row[f"{name} (ms)"]) for name in LIBRARY_NAMES]

@@ -25,6 +25,7 @@ from flowkit.nn.diagnostics import (  # LostDependencyWarning: also importable f
     input_connectivity,
     report_lost_dependencies,
 )
+from flowkit.nn import _workspace as workspace
 from flowkit.nn._blocked import MaskBlocks
 from flowkit.nn.layers import INITS, Activation, MaskedLinear, check_product, make_activation  # MaskedLinear: also from here
 from flowkit.nn.sequential import SequentialPlan, Step, fast_sequential, naive_sequential
@@ -431,9 +432,16 @@ class MADE(nn.Module):
         """All parameters as one tensor of shape ``(..., sum(param_dims), D)``.
 
         ``check=False`` skips the checks of ``x`` and ``context``, for callers that made
-        them once already (a transform at its entry, before a loop of passes)."""
+        them once already (a transform at its entry, before a loop of passes).
+
+        On the CPU, where nothing can see the layers' calls (no hooks, no context), the pass
+        runs feature-major, with blocked products on contiguous slabs and, without
+        gradients, reused buffers for the hidden activations (the private module
+        `flowkit.nn._workspace`); the results are the same."""
         if check:
             self._check_inputs(x, context)
+        if workspace.applies(self, x, context):
+            return workspace.feature_major_output(self, x)
         h = self.input_layer(x)
         if context is not None:
             h = h + self.context_layer(context)
