@@ -246,23 +246,6 @@ def _bounds_follow_permutations(make_step: _StepFactory, layers: list[nn.Module]
     return layers
 
 
-# The factor x = s (y - mu) by which each default MAF step starts to score data: softplus(0),
-# as nflows' masked affine steps start. Five steps start as a Gaussian about 6 times wider than
-# standardised data, which training narrows; starting at the identity (s = 1) instead, a MAF
-# sharpened its conditionals sooner and overfit small tables (breast_cancer in
-# benchmarks/quality.py: best validation at step 100-150 against 250-400, higher test NLL).
-WIDE_START_INVERSE_SCALE = math.log(2.0)
-
-
-def _start_wide(made: MADE, bijection: Affine) -> None:
-    """Sets the biases of the MADE's scale outputs (its second group of ``D`` outputs, the
-    affine step's raw scales) so that the step, whose other output weights start near zero,
-    starts at ``x = WIDE_START_INVERSE_SCALE * (y - mu)``."""
-    start = bijection.unconstrained_for(WIDE_START_INVERSE_SCALE)
-    with torch.no_grad():
-        made.output_layer.bias[made.input_dim : 2 * made.input_dim] = start
-
-
 def _build(
     make_step: _StepFactory,
     input_dim: int,
@@ -286,17 +269,16 @@ def _build(
         raise ValueError(f"permutation: expected 'reversed', 'random' or None, got {permutation!r}")
     if base not in ("normal", "mog"):
         raise ValueError(f"base: expected 'normal' or 'mog', got {base!r}")
-    # A MAF's affine steps put the softplus on the scale of its density direction (see Affine),
-    # and start wide (see _start_wide).
-    wide_start = make_step is _MAF_STEPS and bijection == "affine"
-    bijection = Affine(inverse_scale=True) if wide_start else as_bijection(bijection)
+    # A MAF's affine steps put the softplus on the scale of its density direction (see Affine).
+    if make_step is _MAF_STEPS and bijection == "affine":
+        bijection = Affine(inverse_scale=True)
+    else:
+        bijection = as_bijection(bijection)
     conditioner = _resolve_conditioner(conditioner, hidden_dims)
     generator = make_generator(seed)
     layers: list[nn.Module] = []
     for index in range(num_transforms):
         made = _near_identity_made(input_dim, bijection, conditioner, None, context_dim, generator)
-        if wide_start:
-            _start_wide(made, bijection)
         layers.append(make_step(made, bijection))
         if index == num_transforms - 1:
             break
@@ -359,9 +341,7 @@ def maf(
             is ``Affine(inverse_scale=True)``: the softplus gives the factor that scores
             data, \(x = (y - \mu)\,s\), so that it grows linearly, not exponentially, in
             the MADE's output, and a test row far from the training data is not amplified
-            a thousandfold per step; and every step starts at \(s = \log 2\) rather
-            than at the identity, so the untrained flow is wider than the data and
-            training narrows it (it overfits small tables later). Affine bijections give
+            a thousandfold per step. Affine bijections give
             [`AffineMAF`][flowkit.transforms.AffineMAF] steps.
         conditioner: The options of every step's MADE, a
             [`MADEConfig`][flowkit.nn.MADEConfig] (``activation``, ``residual``,

@@ -215,23 +215,6 @@ class Affine(ElementwiseBijection):
     def num_params(self) -> int:
         return 2
 
-    def unconstrained_for(self, scale: float) -> float:
-        r"""The raw \(u\) that gives ``scale`` (\(1 / \sigma\) with ``inverse_scale``),
-        which must exceed the floor: what a MADE's output bias is set to for a step to
-        start at that scale.
-
-        Examples:
-            >>> affine = Affine()
-            >>> affine.unconstrained_for(1.0)  # the identity
-            0.0
-            >>> u = affine.unconstrained_for(0.5)
-            >>> round(affine.forward(torch.tensor([[0.0], [u]]), torch.tensor([2.0]))[0].item(), 6)
-            1.0
-        """
-        if not self.scale_floor < scale:
-            raise ValueError(f"scale: expected a float above the floor {self.scale_floor}, got {scale!r}")
-        return math.log(math.expm1(scale - self.scale_floor)) - self._softplus_shift
-
     def _shift_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, softplus(u + c) + floor)``: the scale, or its inverse with ``inverse_scale``."""
         loc, unconstrained = params.unbind(-2)
