@@ -3,7 +3,6 @@ and the hidden activations, by name."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 
@@ -66,13 +65,8 @@ class MaskedLinear(nn.Linear):
         bias: Whether to add a bias.
         product: ``"auto"`` (default), ``"blocked"`` or ``"dense"``; switch later with
             ``layer.product.method = ...``.
-        init: ``"uniform"`` (default): `torch.nn.Linear`'s own initialisation, weights and
-            biases uniform on \(\pm 1 / \sqrt{\text{in\_features}}\), the fan-in counted
-            before masking. A unit that sees few inputs thus starts with small weights: its
-            features, and the sharp conditionals they allow, are learned rather than there
-            from the start. Counting the fan-in after masking instead (flowkit's former
-            default) made a MAF overfit small tables sooner (breast_cancer in
-            ``benchmarks/quality.py``).
+        init: ``"uniform"`` (default): like `torch.nn.Linear`, but with each unit's fan-in
+            counted after masking, so sparse rows are not initialised too small.
             ``"orthogonal"``: the MADE paper's initialisation, an orthogonal weight
             (orthonormal rows or columns, whichever are fewer) and zero biases. It is not
             rescaled by the masked fan-in: the mask changes when masks are resampled, and
@@ -115,10 +109,11 @@ class MaskedLinear(nn.Linear):
                 if self.bias is not None:
                     self.bias.zero_()
                 return
-            bound = 1.0 / math.sqrt(max(self.in_features, 1))
-            self.weight.uniform_(-bound, bound, generator=generator)
+            fan_in = self.mask.sum(dim=1, keepdim=True).clamp(min=1).to(self.weight.dtype)
+            bound = 1.0 / fan_in.sqrt()
+            self.weight.uniform_(-1.0, 1.0, generator=generator).mul_(bound)
             if self.bias is not None:
-                self.bias.uniform_(-bound, bound, generator=generator)
+                self.bias.uniform_(-1.0, 1.0, generator=generator).mul_(bound.squeeze(1))
 
     def set_mask(self, mask: Tensor, blocks: MaskBlocks | None = None) -> None:
         """Replaces the mask in place (same shape). ``blocks``, the
