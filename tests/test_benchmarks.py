@@ -396,3 +396,17 @@ def test_svi_quick(tmp_path):
         assert_printed_ratio(row["vs Pyro"], row["ms per step"], pyro_rows[row["model"]]["ms per step"])
     assert pyro_rows["gaussian"]["vs Pyro"] == "1.00x"
     assert "<!-- svi:start -->" in page.read_text()
+
+
+def test_construction_quick():
+    """Building each library's MADE and flowkit's mask redraw: one row each, ratios against
+    flowkit's construction that agree with the printed times."""
+    stdout = run_script("benchmarks/construction.py", "--quick").stdout
+    rows = table_with(stdout, "over flowkit's construction")
+    names = [row["what"] for row in rows]
+    assert [name.split(":")[0] for name in names] == ["flowkit", "Pyro", "zuko", "nflows", "flowkit", "flowkit"]
+    build = rows[0]["time (ms)"]
+    for row in rows:
+        assert number(row["time (ms)"]) > 0, row
+        assert_printed_ratio(row["over flowkit's construction"], row["time (ms)"], build)
+    assert "resample_masks" in names[4]

@@ -270,6 +270,24 @@ def test_lost_dependencies_hand_checked():
     assert M.lost_dependencies(reach, reversed_degrees, reversed_degrees) == [(1, 0), (2, 0), (2, 1)]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_lost_dependencies_of_degrees_equal_those_of_the_mask_products(data):
+    """The degree rule MADE uses when it is built finds exactly the pairs that the masks'
+    path products lose, for any degrees: narrow layers, gaps, unsorted units, degree 0."""
+    dim = data.draw(st.integers(1, 7))
+    generator = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    input_degrees = torch.randperm(dim, generator=generator) + 1
+    widths = data.draw(st.lists(st.integers(1, 8), min_size=1, max_size=3))
+    hidden = [torch.randint(0, dim + 1, (width,), generator=generator) for width in widths]
+    chain = [M.hidden_mask(input_degrees, hidden[0])]
+    chain += [M.hidden_mask(a, b) for a, b in zip(hidden, hidden[1:])]
+    chain.append(M.output_mask(hidden[-1], input_degrees))
+    reach = M.connectivity(chain)
+    expected = M.lost_dependencies(reach, input_degrees, input_degrees)
+    assert M.lost_dependencies_of_degrees(input_degrees, hidden) == expected
+
+
 # ------------------------------------------------ the paper's uniform degrees, draw_structure
 
 

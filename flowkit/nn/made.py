@@ -228,9 +228,9 @@ class MADE(nn.Module):
         return M.lost_dependencies(self.connectivity(index), input_degrees, input_degrees)
 
     def _lost_in(self, input_degrees: Tensor, hidden: list[Tensor]) -> list[tuple[int, int]]:
-        """The lost dependencies of the mask set with these (CPU) degrees."""
-        reach = self._connectivity(self._used_masks(self._mask_chain(input_degrees, hidden)))
-        return M.lost_dependencies(reach, input_degrees, input_degrees)
+        """The lost dependencies of the mask set with these (CPU) degrees, from the degrees
+        alone (direct connections join every allowed pair)."""
+        return [] if self.skip_layer is not None else M.lost_dependencies_of_degrees(input_degrees, hidden)
 
     # ----------------------------------------------------------------- mask sets
     def _check_index(self, index: int | None) -> int:

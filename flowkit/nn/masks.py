@@ -39,6 +39,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -53,6 +54,7 @@ __all__ = [
     "hidden_degrees",
     "hidden_mask",
     "lost_dependencies",
+    "lost_dependencies_of_degrees",
     "make_order",
     "order_from_degrees",
     "output_mask",
@@ -297,3 +299,29 @@ def lost_dependencies(reach: Tensor, in_degrees: Tensor, out_degrees: Tensor) ->
     outputs, inputs = torch.nonzero(allowed & ~reach.bool(), as_tuple=True)
     return sorted(zip(inputs.tolist(), outputs.tolist()))
 
+
+
+def lost_dependencies_of_degrees(input_degrees: Tensor, hidden: Sequence[Tensor]) -> list[tuple[int, int]]:
+    """The pairs [`lost_dependencies`][flowkit.nn.masks.lost_dependencies] finds for the
+    degree masks of a MADE without direct connections, from the degrees alone.
+
+    From an input of degree ``a`` the first layer reaches exactly its units of degree
+    ``>= a``, so each layer's reachable units are those of degree at least the smallest
+    one reached: ``r_l = min {m in layer l : m >= r_(l-1)}``, with ``r_0 = a``. The output
+    of an input of degree ``b`` sees the last layer's units of degree ``< b``, so it is
+    reached exactly when ``r_L < b``. This costs a search per layer instead of the
+    products of [`connectivity`][flowkit.nn.masks.connectivity] (a residual layer adds
+    nothing: it joins units of equal degree, which the masks already join).
+
+    Returns a sorted list of ``(j, i)`` index pairs, as ``lost_dependencies`` does.
+    """
+    reached = input_degrees.to(torch.float64)
+    for degrees in hidden:
+        ordered = torch.sort(degrees.to(torch.float64)).values
+        at = torch.searchsorted(ordered, reached)  # first unit of degree >= reached
+        padded = torch.cat([ordered, ordered.new_full((1,), math.inf)])
+        reached = padded[at]
+    allowed = input_degrees[:, None] > input_degrees[None, :]
+    unreached = input_degrees[:, None] <= reached[None, :]
+    outputs, inputs = torch.nonzero(allowed & unreached, as_tuple=True)
+    return sorted(zip(inputs.tolist(), outputs.tolist()))
