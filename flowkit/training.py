@@ -113,7 +113,8 @@ def fit(
         patience: Epochs without validation improvement before stopping; ``None`` never stops.
         clip_grad_norm: Clip the gradient norm to this value when given.
         cycle_masks: Move every MADE in the model to its next mask set at every minibatch
-            (order- and connectivity-agnostic training). Validation uses mask set 0.
+            (order- and connectivity-agnostic training). Validation uses mask set 0, or all
+            of them with ``valid_masks="sets"``.
         resample_masks: The MADE paper's mask sampling: before every update, every MADE in
             the model draws a fresh structure ([`MADE.resample_masks`][flowkit.nn.made.MADE.resample_masks]),
             ``"full"`` (order and connectivity) or ``"connectivity"`` (the order kept). The
