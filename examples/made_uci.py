@@ -228,8 +228,13 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="folder with dna.npz, mushrooms.npz, nips.npz")
     parser.add_argument("--datasets", nargs="+", choices=sorted(RECIPES), default=["dna", "mushrooms", "nips"])
     parser.add_argument("--hidden", type=int, help=f"hidden units (default {FULL['hidden']})")
-    parser.add_argument("--valid-masks", type=int, help=f"masks averaged for validation ({FULL['valid_masks']})")
-    parser.add_argument("--test-masks", type=int, help=f"masks averaged for the test NLL ({FULL['test_masks']})")
+    cycled = "a recipe that cycles mask sets uses those"
+    parser.add_argument(
+        "--valid-masks", type=int, help=f"masks averaged for validation ({FULL['valid_masks']}; {cycled})"
+    )
+    parser.add_argument(
+        "--test-masks", type=int, help=f"masks averaged for the test NLL ({FULL['test_masks']}; {cycled})"
+    )
     parser.add_argument("--json", help="write {dataset: {one_mask, mask_sampling}} test NLLs here")
     add_shared_options(parser, QUICK)
     args = parse_with_presets(parser, None, FULL, QUICK)
