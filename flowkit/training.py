@@ -66,7 +66,7 @@ def fit(
     clip_grad_norm: float | None = None,
     cycle_masks: bool = False,
     resample_masks: str | None = None,
-    valid_masks: int | None = None,
+    valid_masks: int | str | None = None,
     progress: bool = True,
     seed: int | None = None,
     distributed: bool = False,
@@ -113,7 +113,8 @@ def fit(
         patience: Epochs without validation improvement before stopping; ``None`` never stops.
         clip_grad_norm: Clip the gradient norm to this value when given.
         cycle_masks: Move every MADE in the model to its next mask set at every minibatch
-            (order- and connectivity-agnostic training). Validation uses mask set 0.
+            (order- and connectivity-agnostic training). Validation uses mask set 0, or all
+            of them with ``valid_masks="sets"``.
         resample_masks: The MADE paper's mask sampling: before every update, every MADE in
             the model draws a fresh structure ([`MADE.resample_masks`][flowkit.nn.made.MADE.resample_masks]),
             ``"full"`` (order and connectivity) or ``"connectivity"`` (the order kept). The
@@ -122,6 +123,8 @@ def fit(
             ([`log_prob_ensemble`][flowkit.distributions.made_models.AutoregressiveMADE.log_prob_ensemble]
             with ``num_masks``): the same masks, drawn from ``seed``, at every epoch. For
             models trained with ``resample_masks``; it needs a MADE density model.
+            ``"sets"``: validate on the ensemble of the model's mask sets, the masks that
+            ``cycle_masks=True`` trains (the MADE paper code's validation with ``shuffle_mask``).
         progress: Show a tqdm progress bar (on rank 0 only when ``distributed``).
         seed: Seeds the minibatch shuffling and the masks of ``resample_masks`` and
             ``valid_masks`` (rank 0's seed is used by every process when ``distributed``).
@@ -204,7 +207,7 @@ def _checked_options(
     patience: int | None,
     cycle_masks: bool,
     resample_masks: str | None,
-    valid_masks: int | None,
+    valid_masks: int | str | None,
 ) -> list[MADE]:
     """Checks the options of ``fit`` about epochs, minibatches and masks; the MADEs of the model."""
     check_int(epochs, "epochs", or_none=True)
@@ -220,7 +223,13 @@ def _checked_options(
             raise ValueError(f"{name}: the model holds no MADE with mask sets")
     if cycle_masks and resample_masks is not None:
         raise ValueError("resample_masks: cannot be combined with cycle_masks=True")
-    check_int(valid_masks, "valid_masks", or_none=True)
+    if isinstance(valid_masks, str):
+        if valid_masks != "sets":
+            raise ValueError(f"valid_masks: expected a positive int, 'sets' or None, got {valid_masks!r}")
+        if not cycle_masks:
+            raise ValueError("valid_masks: 'sets' (the ensemble of the mask sets) needs cycle_masks=True")
+    else:
+        check_int(valid_masks, "valid_masks", or_none=True)
     if valid_masks is not None and not hasattr(model, "log_prob_ensemble"):
         raise ValueError(
             f"valid_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}"
@@ -275,12 +284,17 @@ class _MaskSampling:
     valid: _Ensemble | None
 
     @staticmethod
-    def of(mades: list[MADE], resample: str | None, valid_masks: int | None, seed: int) -> _MaskSampling:
+    def of(mades: list[MADE], resample: str | None, valid_masks: int | str | None, seed: int) -> _MaskSampling:
         """``seed`` is the one every process shares, so every process draws the same masks."""
         generator = make_generator(seed + _MASK_SEED_OFFSETS[0]) if resample is not None else None
         chosen = mades if resample is not None else []
         order = resample != "connectivity"  # validation keeps the order that training keeps
-        valid = None if valid_masks is None else _Ensemble(valid_masks, seed + _MASK_SEED_OFFSETS[1], order)
+        if valid_masks is None:
+            valid = None
+        elif valid_masks == "sets":
+            valid = _Ensemble(None, seed)
+        else:
+            valid = _Ensemble(valid_masks, seed + _MASK_SEED_OFFSETS[1], order)
         return _MaskSampling(chosen, order, generator, valid)
 
     def before_update(self) -> None:
@@ -433,9 +447,10 @@ def mean_nll(
 
 @dataclass(frozen=True)
 class _Ensemble:
-    """Score by the ensemble of ``num_masks`` masks drawn from ``seed`` (``order``: fresh orders)."""
+    """Score by the ensemble of ``num_masks`` masks drawn from ``seed`` (``order``: fresh orders),
+    or of the model's mask sets when ``num_masks`` is ``None``."""
 
-    num_masks: int
+    num_masks: int | None
     seed: int
     order: bool = True
 

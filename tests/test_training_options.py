@@ -261,9 +261,22 @@ def test_valid_masks_validates_on_the_ensemble():
     assert math.isclose(nll, mean_nll(model, valid, num_masks=5, seed=3, batch_size=7), rel_tol=1e-6)  # same masks
 
 
+def test_valid_masks_sets_validates_on_the_ensemble_of_the_mask_sets():
+    model = BernoulliMADE(4, [16], conditioner=MADEConfig(order="random", num_masks=3), seed=0)
+    train, valid = binary(40), binary(20, seed=1)
+    history = quiet_fit(model, train, valid, epochs=1, batch_size=10, lr=0.0, cycle_masks=True, valid_masks="sets")
+    with torch.no_grad():
+        ensemble = -model.log_prob_ensemble(valid).mean().item()
+        first_set = -model.log_prob(valid).mean().item()  # mask set 0 is active after fit
+    assert math.isclose(history.valid_nll[0], ensemble, rel_tol=1e-6)
+    assert not math.isclose(history.valid_nll[0], first_set, rel_tol=1e-3)  # not the one set of plain cycle_masks
+
+
 @pytest.mark.parametrize(
     "options, error, message",
     [
+        ({"valid_masks": "all", "cycle_masks": True}, ValueError, "valid_masks: expected a positive int, 'sets'"),
+        ({"valid_masks": "sets"}, ValueError, "'sets' .* needs cycle_masks=True"),
         ({"resample_masks": "order"}, ValueError, "resample_masks: expected None or one of"),
         ({"resample_masks": "full", "cycle_masks": True}, ValueError, "cannot be combined with cycle_masks"),
         ({"valid_masks": 0}, ValueError, "valid_masks"),
