@@ -40,7 +40,12 @@ from pyro.nn import PyroParam
 from torch import Tensor, nn
 
 from flowkit.distributions.flows import Flow, iaf, maf
-from flowkit.infer.path_derivative import PathDerivativeFlow, inverse_with_fixed_parameters, standard_normal_log_prob
+from flowkit.infer.path_derivative import (
+    PathDerivativeFlow,
+    inverse_with_fixed_parameters,
+    push_with_fixed_parameters,
+    standard_normal_log_prob,
+)
 from flowkit.nn import MADEConfig
 from flowkit.transforms import ElementwiseBijection, as_bijection
 from flowkit.transforms.autoregressive import _resolve_conditioner
@@ -121,8 +126,12 @@ class AutoFlow(AutoContinuous):
             return super().sample_latent(*args, **kwargs)
         flow, loc, scale = self.flow, self.loc, self.scale  # one read each: a PyroParam is looked up at every read
         push = functools.partial(_push_through, list(flow.transforms), loc, scale)
-        fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, loc.detach(), scale.detach())
-        posterior = PathDerivativeFlow(push, fixed_log_prob, torch.Size(), self.latent_dim, loc)
+        fixed_loc, fixed_scale = loc.detach(), scale.detach()
+        fixed_push = functools.partial(_fixed_parameter_push, flow, fixed_loc, fixed_scale)
+        fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, fixed_loc, fixed_scale)
+        posterior = PathDerivativeFlow(
+            push, fixed_log_prob, torch.Size(), self.latent_dim, loc, fixed_push=fixed_push
+        )
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
 
     def _unconstrained_samples(self, num_samples: int, *args, **kwargs) -> Tensor:
@@ -157,6 +166,12 @@ class AutoFlow(AutoContinuous):
 def _push_through(transforms: list, loc: Tensor, scale: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
     """``z = loc + scale * flow(noise)`` and its log-determinant, without Pyro's caches."""
     y, log_det = Flow._push(noise, transforms)
+    return loc + scale * y, log_det + scale.log().sum(-1)
+
+
+def _fixed_parameter_push(flow: Flow, loc: Tensor, scale: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    """``_push_through`` with ``flow`` (detached) and the detached ``loc`` and ``scale``."""
+    y, log_det = push_with_fixed_parameters(flow, noise)
     return loc + scale * y, log_det + scale.log().sum(-1)
 
 
