@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
+from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.transforms import AffineTransform, ComposeTransform
 from torch.distributions import biject_to
 from pyro.infer.autoguide import AutoContinuous
@@ -39,7 +40,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import Tensor, nn
 
-from flowkit.distributions.flows import Flow, iaf, maf
+from flowkit.distributions.flows import Flow, _inverse_and_log_det, iaf, maf
 from flowkit.infer.path_derivative import (
     PathDerivativeFlow,
     inverse_with_fixed_parameters,
@@ -48,6 +49,7 @@ from flowkit.infer.path_derivative import (
 )
 from flowkit.nn import MADEConfig
 from flowkit.transforms import ElementwiseBijection, as_bijection
+from flowkit.transforms.cache import StateSnapshot
 from flowkit.transforms.autoregressive import _resolve_conditioner
 
 __all__ = ["AutoIAF", "AutoMAF"]
@@ -121,17 +123,21 @@ class AutoFlow(AutoContinuous):
         """Samples the unconstrained latent vector at the guide's latent site. With
         ``stick_the_landing``, the site's distribution is a
         [`PathDerivativeFlow`][flowkit.infer.path_derivative.PathDerivativeFlow], whose
-        ``log_prob`` holds the parameters fixed: the ELBO gets the path-derivative gradient."""
-        if not self.stick_the_landing:
-            return super().sample_latent(*args, **kwargs)
+        ``log_prob`` holds the parameters fixed: the ELBO gets the path-derivative gradient.
+        Without it, the usual gradient: the site's ``log_prob`` of its own sample is the
+        log-determinant of the pass that drew it, while no parameter changed since."""
         flow, loc, scale = self.flow, self.loc, self.scale  # one read each: a PyroParam is looked up at every read
         push = functools.partial(_push_through, list(flow.transforms), loc, scale)
-        fixed_loc, fixed_scale = loc.detach(), scale.detach()
-        fixed_push = functools.partial(_fixed_parameter_push, flow, fixed_loc, fixed_scale)
-        fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, fixed_loc, fixed_scale)
-        posterior = PathDerivativeFlow(
-            push, fixed_log_prob, torch.Size(), self.latent_dim, loc, fixed_push=fixed_push
-        )
+        if not self.stick_the_landing:
+            log_prob = functools.partial(_log_prob, flow, loc, scale)
+            posterior = _OwnSampleFlow(push, log_prob, torch.Size(), self.latent_dim, flow, [loc, scale])
+        else:
+            fixed_loc, fixed_scale = loc.detach(), scale.detach()
+            fixed_push = functools.partial(_fixed_parameter_push, flow, fixed_loc, fixed_scale)
+            fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, fixed_loc, fixed_scale)
+            posterior = PathDerivativeFlow(
+                push, fixed_log_prob, torch.Size(), self.latent_dim, loc, fixed_push=fixed_push
+            )
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
 
     def _unconstrained_samples(self, num_samples: int, *args, **kwargs) -> Tensor:
@@ -167,6 +173,77 @@ def _push_through(transforms: list, loc: Tensor, scale: Tensor, noise: Tensor) -
     """``z = loc + scale * flow(noise)`` and its log-determinant, without Pyro's caches."""
     y, log_det = Flow._push(noise, transforms)
     return loc + scale * y, log_det + scale.log().sum(-1)
+
+
+def _log_prob(flow: Flow, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
+    """log q(z) through ``flow``, ``loc`` and ``scale``, inverting the flow (no cache)."""
+    noise, log_det = (z - loc) / scale, scale.log().sum(-1)
+    for transform in reversed(flow.transforms):
+        noise, step_log_det = _inverse_and_log_det(transform, noise)
+        log_det = log_det + step_log_det
+    return standard_normal_log_prob(noise) - log_det
+
+
+@dataclass
+class _Draw:
+    """The last draw of an ``_OwnSampleFlow``, with what its log-density depends on."""
+
+    z: Tensor
+    version: int  # z._version right after the draw: an in-place change makes it an outside point
+    log_prob: Tensor
+    state: StateSnapshot
+
+
+class _OwnSampleFlow(TorchDistribution):
+    """The guide's posterior ``z = push(u)``, ``u ~ N(0, I)``, for the usual ELBO gradient:
+    ``log_prob`` of its own last draw is ``log N(u)`` minus the log-determinant of the pass
+    that drew it (no pass at all), while nothing that pass read changed (checked as the
+    transforms' cache checks its pairs: the watched tensors bit for bit, modes, gradient
+    mode); any other point, or a stale draw, is scored by ``log_prob_fn``. What
+    ``TransformedDistribution`` and the transforms' caches give, without their per-step
+    bookkeeping (one state check instead of two per transform, no input re-checks)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, push, log_prob_fn, batch_shape, event_size, module: nn.Module, extra: list[Tensor]):
+        self.push, self.log_prob_fn = push, log_prob_fn
+        self.module, self.extra = module, extra  # what the push reads: the flow, loc and scale
+        self._draw: _Draw | None = None
+        super().__init__(torch.Size(batch_shape), torch.Size([event_size]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> _OwnSampleFlow:
+        return _OwnSampleFlow(
+            self.push, self.log_prob_fn, batch_shape, self.event_shape[0], self.module, self.extra
+        )
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        prototype = self.extra[0]
+        noise = torch.randn(self._extended_shape(sample_shape), dtype=prototype.dtype, device=prototype.device)
+        z, log_det = self.push(noise)
+        self._draw = None
+        # An inference tensor keeps no version counter; compiled code keeps no Python state.
+        if not (z.is_inference() or torch.compiler.is_compiling()):
+            state = StateSnapshot.take(self.module, self.extra)
+            self._draw = _Draw(z, z._version, standard_normal_log_prob(noise) - log_det, state)
+        return z
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        log_q = self._draw.log_prob if self._is_current_draw(value) else self.log_prob_fn(value)
+        return log_q.expand(torch.broadcast_shapes(log_q.shape, self.batch_shape))
+
+    def _is_current_draw(self, value: Tensor) -> bool:
+        """Whether ``value`` is the last draw, unchanged, and the pass that drew it would
+        draw it again now."""
+        draw = self._draw
+        if draw is None or value is not draw.z or value._version != draw.version:
+            return False
+        return draw.state.holds(self.module, self.extra)
 
 
 def _fixed_parameter_push(flow: Flow, loc: Tensor, scale: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
