@@ -77,6 +77,18 @@ def test_own_draw_after_a_change_is_scored_afresh(write):
     assert (after.detach() - before).abs().max() > 1e-3
 
 
+@pytest.mark.usefixtures("float64_default")
+def test_earlier_draw_is_scored_afresh_after_a_later_draw_reuses_its_copies():
+    """Each draw reuses the memory of the previous draw's copies of the parameters: the
+    previous draw, whose copies now hold the later values, must not answer from its pass."""
+    guide = usual_gradient_guide()
+    first, z = latent_site(guide)
+    for p in guide.flow.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    latent_site(guide)  # the next draw takes over the copies
+    torch.testing.assert_close(first.log_prob(z), fresh_log_prob(guide, z), atol=1e-10, rtol=0)
+
+
 def test_draw_without_gradients_is_scored_afresh_with_them():
     """``sample()`` draws under ``no_grad``: its log-density with gradients on has a graph."""
     guide = usual_gradient_guide()

@@ -235,13 +235,21 @@ def _module_state(module: torch.nn.Module, extra: list[Tensor]) -> tuple[list[Te
     """Every tensor that results computed from ``module`` depend on (``extra``, then the
     parameters and buffers), and the modes that shape them: the training flag of every
     submodule and whether each tensor requires gradients (a frozen parameter's answer has
-    no graph for it). One walk over the submodules, three times faster than
-    ``parameters()``, ``buffers()`` and ``modules()``."""
+    no graph for it)."""
     tensors, training = list(extra), []
-    for submodule in module.modules():
-        training.append(submodule.training)
-        tensors += [t for t in (*submodule._parameters.values(), *submodule._buffers.values()) if t is not None]
+    _collect_state(module, tensors, training)
     return tensors, (*training, *(t.requires_grad for t in tensors))
+
+
+def _collect_state(module: torch.nn.Module, tensors: list[Tensor], training: list[bool]) -> None:
+    # A walk over the _modules dicts: several times faster than modules(), parameters()
+    # and buffers(), which build names and a memo; a module shared twice is read twice.
+    training.append(module.training)
+    tensors += [t for t in module._parameters.values() if t is not None]
+    tensors += [t for t in module._buffers.values() if t is not None]
+    for child in module._modules.values():
+        if child is not None:
+            _collect_state(child, tensors, training)
 
 
 def _versions(x: Tensor, y: Tensor) -> tuple[int, int, bool, bool]:
