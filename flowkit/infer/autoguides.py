@@ -19,8 +19,13 @@ so \(K\) steps start with scale about \(0.88^K\) ``init_scale``.) Compared with
 Pyro's ``AutoIAFNormal``: permutations between steps, a choice of the gated update or
 splines, configurable depth and width, and the near-identity start.
 
-For an IAF the ELBO is cheap: a sample and its log-density come from one pass per step
-(the log-density of the guide's own sample is read from the transform's cache).
+For an IAF the ELBO is cheap: a sample and its log-density come from one pass per step.
+The guide's latent site does none of ``TransformedDistribution``'s per-step bookkeeping:
+with the usual gradient (``stick_the_landing=False``) the log-density of its own draw is
+the log-determinant of the pass that drew it, answered while every parameter still holds
+the value it held then (checked bit for bit, as the transforms' cache checks its pairs);
+with the path derivative it comes from the flow's Jacobian
+([`PathDerivativeFlow`][flowkit.infer.path_derivative.PathDerivativeFlow]).
 """
 
 from __future__ import annotations

@@ -253,6 +253,7 @@ class MaskedProduct:
         self._key: tuple | None = None
         self._factor: Tensor | None = None
         self._factor_key: tuple | None = None
+        self._choice: tuple | None = None  # (cost model, blocks, batch, the choice for them)
 
     @property
     def method(self) -> str:
@@ -299,7 +300,12 @@ class MaskedProduct:
         batch = x.numel() // max(x.shape[-1], 1)
         if model is None or batch == 0:
             return None
-        return model.choose(self.blocks(mask), batch)
+        blocks = self.blocks(mask)
+        # The choice depends on these three only: made once per batch size, not per call.
+        known = self._choice
+        if known is None or known[0] is not model or known[1] is not blocks or known[2] != batch:
+            known = self._choice = (model, blocks, batch, model.choose(blocks, batch))
+        return known[3]
 
     def remember(self, mask: Tensor, blocks: MaskBlocks) -> None:
         """Takes ``blocks`` as those of ``mask`` as it is now, without searching: a layer
@@ -328,7 +334,7 @@ class MaskedProduct:
 
     def __getstate__(self) -> dict:
         # A copy finds its blocks (and its factor) again: the caches refer to one mask tensor.
-        return {**self.__dict__, "_blocks": None, "_key": None, "_factor": None, "_factor_key": None}
+        return {**self.__dict__, "_blocks": None, "_key": None, "_factor": None, "_factor_key": None, "_choice": None}
 
     def __repr__(self) -> str:
         return f"MaskedProduct(method={self._method!r}, max_blocks={self.max_blocks})"
