@@ -243,6 +243,7 @@ def test_auto_chooses_once_per_batch_size_and_again_after_a_change(monkeypatch):
     first = product.choice(torch.empty(4096, 512), mask)
     assert product.choice(torch.empty(4096, 512), mask) is first and calls == [4096]
     assert product.choice(torch.empty(1, 512), mask) is None and calls == [4096, 1]
+    assert product.choice(torch.empty(4096, 512), mask) is first and calls == [4096, 1]
     mask[0, 0] = not mask[0, 0]  # an in-place change: new blocks, a new choice
     product.choice(torch.empty(1, 512), mask)
     monkeypatch.setitem(_blocked.COST_MODELS, "cpu", CostModel(call_cost=0.0, reread=0.0, block_slowdown=1.0))
