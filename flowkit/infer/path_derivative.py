@@ -267,6 +267,8 @@ def _jacobian_seeds(size: int, z: Tensor, log_det: Tensor) -> tuple[list[Tensor]
     unit = torch.eye(size + 1, dtype=z.dtype, device=z.device)
     batch_ones = [1] * (z.dim() - 2)
     z_seed = unit[:, :size].reshape(size + 1, *batch_ones, size).expand(z.shape)
+    if not log_det.requires_grad:  # a log-determinant constant in the noise: its gradient is zero
+        return [z], [z_seed]
     log_det_seed = unit[:, size].reshape(size + 1, *batch_ones).expand(log_det.shape)
     return [z, log_det], [z_seed, log_det_seed]
 
