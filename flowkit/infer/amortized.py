@@ -19,12 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.distributions.flows import Flow, iaf
-from flowkit.infer.path_derivative import (
-    PathDerivativeFlow,
-    inverse_with_fixed_parameters,
-    push_with_fixed_parameters,
-    standard_normal_log_prob,
-)
+from flowkit.infer.path_derivative import PathDerivativeFlow, inverse_with_fixed_parameters, standard_normal_log_prob
 from flowkit.nn import MADEConfig
 from flowkit.transforms import ElementwiseBijection
 
@@ -98,23 +93,13 @@ class AmortizedIAF(nn.Module):
             return dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1), transforms)
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], scale.shape[:-1], context.shape[:-1])
         push = functools.partial(_push_through, transforms, loc, scale)
-        fixed = (self.flow, loc.detach(), scale.detach(), context)
-        fixed_push = functools.partial(_fixed_parameter_push, *fixed)
-        fixed_log_prob = functools.partial(_fixed_parameter_log_prob, *fixed)
-        return PathDerivativeFlow(push, fixed_log_prob, batch_shape, self.flow.input_dim, loc, fixed_push=fixed_push)
+        fixed_log_prob = functools.partial(_fixed_parameter_log_prob, self.flow, loc.detach(), scale.detach(), context)
+        return PathDerivativeFlow(push, fixed_log_prob, batch_shape, self.flow.input_dim, loc)
 
 
 def _push_through(transforms: list, loc: Tensor, scale: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
     """``z = flow(loc + scale * noise)`` and its log-determinant, without Pyro's caches."""
     z, log_det = Flow._push(loc + scale * noise, transforms)
-    return z, log_det + scale.log().sum(-1)
-
-
-def _fixed_parameter_push(
-    flow: Flow, loc: Tensor, scale: Tensor, context: Tensor, noise: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``_push_through`` with ``flow`` (detached, as ``context``) and the detached ``loc`` and ``scale``."""
-    z, log_det = push_with_fixed_parameters(flow, loc + scale * noise, context)
     return z, log_det + scale.log().sum(-1)
 
 

@@ -46,12 +46,7 @@ from pyro.nn import PyroParam
 from torch import Tensor, nn
 
 from flowkit.distributions.flows import Flow, _inverse_and_log_det, iaf, maf
-from flowkit.infer.path_derivative import (
-    PathDerivativeFlow,
-    inverse_with_fixed_parameters,
-    push_with_fixed_parameters,
-    standard_normal_log_prob,
-)
+from flowkit.infer.path_derivative import PathDerivativeFlow, inverse_with_fixed_parameters, standard_normal_log_prob
 from flowkit.nn import MADEConfig
 from flowkit.transforms import ElementwiseBijection, as_bijection
 from flowkit.transforms.cache import StateSnapshot
@@ -139,12 +134,8 @@ class AutoFlow(AutoContinuous):
             watched = (flow, [loc, scale], self._draw_memory)
             posterior = _OwnSampleFlow(push, log_prob, torch.Size(), self.latent_dim, *watched)
         else:
-            fixed_loc, fixed_scale = loc.detach(), scale.detach()
-            fixed_push = functools.partial(_fixed_parameter_push, flow, fixed_loc, fixed_scale)
-            fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, fixed_loc, fixed_scale)
-            posterior = PathDerivativeFlow(
-                push, fixed_log_prob, torch.Size(), self.latent_dim, loc, fixed_push=fixed_push
-            )
+            fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, loc.detach(), scale.detach())
+            posterior = PathDerivativeFlow(push, fixed_log_prob, torch.Size(), self.latent_dim, loc)
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
 
     def _unconstrained_samples(self, num_samples: int, *args, **kwargs) -> Tensor:
@@ -275,12 +266,6 @@ class _OwnSampleFlow(TorchDistribution):
         if draw is None or value is not draw.z or value._version != draw.version:
             return False
         return draw.state.holds(self.module, self.extra)
-
-
-def _fixed_parameter_push(flow: Flow, loc: Tensor, scale: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-    """``_push_through`` with ``flow`` (detached) and the detached ``loc`` and ``scale``."""
-    y, log_det = push_with_fixed_parameters(flow, noise)
-    return loc + scale * y, log_det + scale.log().sum(-1)
 
 
 def _fixed_parameter_log_prob(flow: Flow, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:

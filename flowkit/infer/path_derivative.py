@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from flowkit.distributions.flows import Flow, _inverse_and_log_det
 
-__all__ = ["JACOBIAN_MAX_DIM", "PathDerivativeFlow", "inverse_with_fixed_parameters", "push_with_fixed_parameters"]
+__all__ = ["JACOBIAN_MAX_DIM", "PathDerivativeFlow", "inverse_with_fixed_parameters"]
 
 JACOBIAN_MAX_DIM = 128
 """The largest latent size for which the score of the guide's own sample comes from the
@@ -113,38 +113,6 @@ def inverse_with_fixed_parameters(flow: Flow, value: Tensor, context: Tensor | N
     return value, log_det
 
 
-def push_with_fixed_parameters(flow: Flow, noise: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    r"""``flow``'s forward map at ``noise`` and \(\log |\det \partial f / \partial u|\)
-    there, computed with every parameter of ``flow`` (and ``context``) detached: the
-    graph reaches ``noise`` only, so differentiating it walks no parameter's branch.
-
-    Args:
-        flow: The flow whose transforms to apply (its base is not used).
-        noise: Noise-side points, shape ``(..., D)``.
-        context: The context of a conditional flow, detached too.
-
-    Returns:
-        ``(z, log_det)``, of shapes ``noise.shape`` and ``noise.shape[:-1]``.
-
-    Examples:
-        >>> from flowkit import iaf
-        >>> flow = iaf(2, num_transforms=2, hidden_dims=[8], seed=0)
-        >>> u = torch.randn(3, 2, requires_grad=True)
-        >>> z, log_det = push_with_fixed_parameters(flow, u)
-        >>> expected = u
-        >>> for transform in flow.transforms:
-        ...     expected = transform(expected)
-        >>> torch.allclose(z, expected), z.requires_grad
-        (True, True)
-        >>> z.sum().backward()
-        >>> u.grad is not None, all(p.grad is None for p in flow.parameters())
-        (True, True)
-    """
-    context = None if context is None else context.detach()
-    with _detached_parameters(flow):
-        return Flow._push(noise, flow.conditioned_transforms(context))
-
-
 @dataclass
 class _OwnSample:
     """The last draw of a [`PathDerivativeFlow`][flowkit.infer.path_derivative.PathDerivativeFlow]."""
@@ -173,9 +141,6 @@ class PathDerivativeFlow(TorchDistribution):
         batch_shape: The batch shape.
         event_size: ``D``, the size of ``z``.
         prototype: A tensor with the dtype and device of the noise.
-        fixed_push: ``push`` with the parameters detached (the same values), for the pass
-            over the noise copies that gives the score of an own sample: its backward then
-            walks the noise's branch only, about half the work of ``push``'s. Default ``push``.
 
     Examples:
         >>> loc = torch.zeros(2, requires_grad=True)
@@ -198,20 +163,15 @@ class PathDerivativeFlow(TorchDistribution):
         batch_shape: torch.Size,
         event_size: int,
         prototype: Tensor,
-        *,
-        fixed_push: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     ):
         self.push = push
         self.fixed_log_prob = fixed_log_prob
         self.prototype = prototype
-        self.fixed_push = push if fixed_push is None else fixed_push
         self._own: _OwnSample | None = None
         super().__init__(torch.Size(batch_shape), torch.Size([event_size]), validate_args=False)
 
     def expand(self, batch_shape, _instance=None) -> PathDerivativeFlow:
-        return PathDerivativeFlow(
-            self.push, self.fixed_log_prob, batch_shape, self.event_shape[0], self.prototype, fixed_push=self.fixed_push
-        )
+        return PathDerivativeFlow(self.push, self.fixed_log_prob, batch_shape, self.event_shape[0], self.prototype)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
@@ -242,12 +202,12 @@ class PathDerivativeFlow(TorchDistribution):
         size, noise = self.event_shape[0], own.noise.detach()
         if not (torch.is_grad_enabled() and value.requires_grad):  # the value alone: one pass
             with torch.no_grad():
-                z_now, log_det_now = self.fixed_push(noise)
+                z_now, log_det_now = self.push(noise)
             return standard_normal_log_prob(noise) - log_det_now if _same_point(z_now, value) else None
         # Copy j of the noise gives row j of J; copy D gives the gradient of log|det J|.
         copies = noise.expand(size + 1, *noise.shape).clone().requires_grad_()
         with torch.enable_grad():
-            z, log_det = self.fixed_push(copies)  # the parameters' branch is not needed: the score is a constant
+            z, log_det = self.push(copies)
             outputs, seeds = _jacobian_seeds(size, z, log_det)
             (grad,) = torch.autograd.grad(outputs, copies, seeds)
         if not _same_point(z[size].detach(), value):
