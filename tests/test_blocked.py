@@ -228,6 +228,29 @@ def test_auto_keeps_the_dense_product_for_small_and_empty_batches():
     assert product.choice(torch.empty(64, 64, 512), mask) is not None  # batch dims count as rows
 
 
+def test_auto_chooses_once_per_batch_size_and_again_after_a_change(monkeypatch):
+    """The cost model runs once per batch size, and again for a changed mask or model."""
+    degrees = masks.hidden_degrees(512, low=1, high=15)
+    mask = masks.hidden_mask(degrees, degrees)
+    calls, choose = [], CostModel.choose
+
+    def counting_choose(model, blocks, batch):
+        calls.append(batch)
+        return choose(model, blocks, batch)
+
+    monkeypatch.setattr(CostModel, "choose", counting_choose)
+    product = MaskedProduct()
+    first = product.choice(torch.empty(4096, 512), mask)
+    assert product.choice(torch.empty(4096, 512), mask) is first and calls == [4096]
+    assert product.choice(torch.empty(1, 512), mask) is None and calls == [4096, 1]
+    assert product.choice(torch.empty(4096, 512), mask) is first and calls == [4096, 1]
+    mask[0, 0] = not mask[0, 0]  # an in-place change: new blocks, a new choice
+    product.choice(torch.empty(1, 512), mask)
+    monkeypatch.setitem(_blocked.COST_MODELS, "cpu", CostModel(call_cost=0.0, reread=0.0, block_slowdown=1.0))
+    product.choice(torch.empty(1, 512), mask)
+    assert calls == [4096, 1, 1, 1]
+
+
 def test_auto_keeps_the_dense_product_under_autocast():
     """Autocast casts F.linear's arguments, not those of the blocks' out= multiplies."""
     degrees = masks.hidden_degrees(512, low=1, high=15)

@@ -277,3 +277,23 @@ def test_standard_normal_log_prob():
     torch.testing.assert_close(path_derivative.standard_normal_log_prob(u), expected)
     at_zero = path_derivative.standard_normal_log_prob(torch.zeros(1, dtype=torch.float64)).item()
     assert math.isclose(at_zero, -0.5 * math.log(2 * math.pi), rel_tol=1e-15)
+
+
+@pytest.mark.usefixtures("float64_default")
+def test_score_of_own_sample_of_a_single_latent_coordinate():
+    """D = 1, where no MADE output depends on the noise: the Jacobian pass still gives the
+    fixed-parameter score (a 1 x 1 Jacobian, a log-determinant of zero gradient)."""
+
+    def scalar_model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(x, 1.0), obs=torch.tensor(0.5))
+
+    guide = AutoIAF(scalar_model, num_transforms=2, hidden_dims=[4])
+    guide()
+    with pyro.plate("particles", 3, dim=-1):
+        q, z = latent_site(guide)
+    own, fixed = q.log_prob(z), q.fixed_log_prob(z)
+    torch.testing.assert_close(own, fixed, atol=1e-10, rtol=0)
+    (own_grad,) = torch.autograd.grad(own.sum(), z)
+    (fixed_grad,) = torch.autograd.grad(fixed.sum(), z)
+    torch.testing.assert_close(own_grad, fixed_grad, atol=1e-10, rtol=1e-10)

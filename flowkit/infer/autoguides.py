@@ -19,19 +19,25 @@ so \(K\) steps start with scale about \(0.88^K\) ``init_scale``.) Compared with
 Pyro's ``AutoIAFNormal``: permutations between steps, a choice of the gated update or
 splines, configurable depth and width, and the near-identity start.
 
-For an IAF the ELBO is cheap: a sample and its log-density come from one pass per step
-(the log-density of the guide's own sample is read from the transform's cache).
+For an IAF the ELBO is cheap: a sample and its log-density come from one pass per step.
+The guide's latent site does none of ``TransformedDistribution``'s per-step bookkeeping:
+with the usual gradient (``stick_the_landing=False``) the log-density of its own draw is
+the log-determinant of the pass that drew it, answered while every parameter still holds
+the value it held then (checked bit for bit, as the transforms' cache checks its pairs);
+with the path derivative it comes from the flow's Jacobian
+([`PathDerivativeFlow`][flowkit.infer.path_derivative.PathDerivativeFlow]).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
+from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.transforms import AffineTransform, ComposeTransform
 from torch.distributions import biject_to
 from pyro.infer.autoguide import AutoContinuous
@@ -39,10 +45,11 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import Tensor, nn
 
-from flowkit.distributions.flows import Flow, iaf, maf
+from flowkit.distributions.flows import Flow, _inverse_and_log_det, iaf, maf
 from flowkit.infer.path_derivative import PathDerivativeFlow, inverse_with_fixed_parameters, standard_normal_log_prob
 from flowkit.nn import MADEConfig
 from flowkit.transforms import ElementwiseBijection, as_bijection
+from flowkit.transforms.cache import StateSnapshot
 
 __all__ = ["AutoIAF", "AutoMAF"]
 
@@ -81,6 +88,7 @@ class AutoFlow(AutoContinuous):
         )
         self._init_scale = init_scale
         super().__init__(model, init_loc_fn=init_loc_fn)
+        self._draw_memory = _DrawMemory()
 
     def _setup_prototype(self, *args, **kwargs) -> None:
         super()._setup_prototype(*args, **kwargs)
@@ -115,13 +123,18 @@ class AutoFlow(AutoContinuous):
         """Samples the unconstrained latent vector at the guide's latent site. With
         ``stick_the_landing``, the site's distribution is a
         [`PathDerivativeFlow`][flowkit.infer.path_derivative.PathDerivativeFlow], whose
-        ``log_prob`` holds the parameters fixed: the ELBO gets the path-derivative gradient."""
-        if not self.stick_the_landing:
-            return super().sample_latent(*args, **kwargs)
+        ``log_prob`` holds the parameters fixed: the ELBO gets the path-derivative gradient.
+        Without it, the usual gradient: the site's ``log_prob`` of its own sample is the
+        log-determinant of the pass that drew it, while no parameter changed since."""
         flow, loc, scale = self.flow, self.loc, self.scale  # one read each: a PyroParam is looked up at every read
         push = functools.partial(_push_through, list(flow.transforms), loc, scale)
-        fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, loc.detach(), scale.detach())
-        posterior = PathDerivativeFlow(push, fixed_log_prob, torch.Size(), self.latent_dim, loc)
+        if not self.stick_the_landing:
+            log_prob = functools.partial(_log_prob, flow, loc, scale)
+            watched = (flow, [loc, scale], self._draw_memory)
+            posterior = _OwnSampleFlow(push, log_prob, torch.Size(), self.latent_dim, *watched)
+        else:
+            fixed_log_prob = functools.partial(_fixed_parameter_log_prob, flow, loc.detach(), scale.detach())
+            posterior = PathDerivativeFlow(push, fixed_log_prob, torch.Size(), self.latent_dim, loc)
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
 
     def _unconstrained_samples(self, num_samples: int, *args, **kwargs) -> Tensor:
@@ -157,6 +170,101 @@ def _push_through(transforms: list, loc: Tensor, scale: Tensor, noise: Tensor) -
     """``z = loc + scale * flow(noise)`` and its log-determinant, without Pyro's caches."""
     y, log_det = Flow._push(noise, transforms)
     return loc + scale * y, log_det + scale.log().sum(-1)
+
+
+def _log_prob(flow: Flow, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:
+    """log q(z) through ``flow``, ``loc`` and ``scale``, inverting the flow (no cache)."""
+    noise, log_det = (z - loc) / scale, scale.log().sum(-1)
+    for transform in reversed(flow.transforms):
+        noise, step_log_det = _inverse_and_log_det(transform, noise)
+        log_det = log_det + step_log_det
+    return standard_normal_log_prob(noise) - log_det
+
+
+@dataclass
+class _Draw:
+    """The last draw of an ``_OwnSampleFlow``, with what its log-density depends on."""
+
+    z: Tensor
+    version: int  # z._version right after the draw: an in-place change makes it an outside point
+    log_prob: Tensor
+    state: StateSnapshot
+
+
+class _DrawMemory:
+    """The memory of the last draw's state copies, handed from each ``_OwnSampleFlow``
+    draw of a guide to the next (reusing it is about twice as fast as new copies); the
+    draw that gives it up is then scored afresh, as an outside point."""
+
+    def __init__(self):
+        self.holder: _OwnSampleFlow | None = None
+
+    def hand_over(self, to: _OwnSampleFlow) -> StateSnapshot | None:
+        """The holder's state (its draw forgotten), for ``to``'s draw to reuse; ``to`` holds it next."""
+        holder, self.holder = self.holder, to
+        draw = holder._draw if holder is not None else None
+        if draw is None:
+            return None
+        holder._draw = None
+        return draw.state
+
+    def __getstate__(self) -> dict:
+        return {"holder": None}  # a draw belongs to an autograd graph: never pickled or deep-copied
+
+
+class _OwnSampleFlow(TorchDistribution):
+    """The guide's posterior ``z = push(u)``, ``u ~ N(0, I)``, for the usual ELBO gradient:
+    ``log_prob`` of its own last draw is ``log N(u)`` minus the log-determinant of the pass
+    that drew it (no pass at all), while nothing that pass read changed (checked as the
+    transforms' cache checks its pairs: the watched tensors bit for bit, modes, gradient
+    mode); any other point, or a stale draw, is scored by ``log_prob_fn``. What
+    ``TransformedDistribution`` and the transforms' caches give, without their per-step
+    bookkeeping (one state check instead of two per transform, no input re-checks)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(
+        self, push, log_prob_fn, batch_shape, event_size, module: nn.Module, extra: list[Tensor], memory: _DrawMemory
+    ):
+        self.push, self.log_prob_fn = push, log_prob_fn
+        self.module, self.extra = module, extra  # what the push reads: the flow, loc and scale
+        self.memory = memory
+        self._draw: _Draw | None = None
+        super().__init__(torch.Size(batch_shape), torch.Size([event_size]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> _OwnSampleFlow:
+        return _OwnSampleFlow(
+            self.push, self.log_prob_fn, batch_shape, self.event_shape[0], self.module, self.extra, self.memory
+        )
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        prototype = self.extra[0]
+        noise = torch.randn(self._extended_shape(sample_shape), dtype=prototype.dtype, device=prototype.device)
+        z, log_det = self.push(noise)
+        self._draw = None
+        # An inference tensor keeps no version counter; compiled code keeps no Python state.
+        if not (z.is_inference() or torch.compiler.is_compiling()):
+            state = StateSnapshot.take(self.module, self.extra, self.memory.hand_over(self))
+            self._draw = _Draw(z, z._version, standard_normal_log_prob(noise) - log_det, state)
+        return z
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        log_q = self._draw.log_prob if self._is_current_draw(value) else self.log_prob_fn(value)
+        return log_q.expand(torch.broadcast_shapes(log_q.shape, self.batch_shape))
+
+    def _is_current_draw(self, value: Tensor) -> bool:
+        """Whether ``value`` is the last draw, unchanged, and the pass that drew it would
+        draw it again now."""
+        draw = self._draw
+        if draw is None or value is not draw.z or value._version != draw.version:
+            return False
+        return draw.state.holds(self.module, self.extra)
 
 
 def _fixed_parameter_log_prob(flow: Flow, loc: Tensor, scale: Tensor, z: Tensor) -> Tensor:

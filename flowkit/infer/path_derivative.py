@@ -208,8 +208,8 @@ class PathDerivativeFlow(TorchDistribution):
         copies = noise.expand(size + 1, *noise.shape).clone().requires_grad_()
         with torch.enable_grad():
             z, log_det = self.push(copies)
-            rows = torch.eye(size, dtype=z.dtype, device=z.device).reshape(size, *[1] * (noise.dim() - 1), size)
-            (grad,) = torch.autograd.grad((z[:size] * rows).sum() + log_det[size].sum(), copies)
+            outputs, seeds = _jacobian_seeds(size, z, log_det)
+            (grad,) = torch.autograd.grad(outputs, copies, seeds)
         if not _same_point(z[size].detach(), value):
             return None
         score = _solve_transposed(grad[:size].movedim(0, -2), -noise - grad[size])  # J is (..., D_out, D_in)
@@ -218,6 +218,19 @@ class PathDerivativeFlow(TorchDistribution):
         log_q = standard_normal_log_prob(noise) - log_det[size].detach()
         # The value of log q, and the gradient score . dz: (value - value.detach()) is zero.
         return log_q + (score * (value - value.detach())).sum(-1)
+
+
+def _jacobian_seeds(size: int, z: Tensor, log_det: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """The outputs and their seeds for one backward pass over the ``size + 1`` noise
+    copies: ``e_j`` on row ``j`` of ``z`` (``j < size``) and 1 on the last copy's
+    log-determinant, as views of one identity (no product, sum or slice in the graph)."""
+    unit = torch.eye(size + 1, dtype=z.dtype, device=z.device)
+    batch_ones = [1] * (z.dim() - 2)
+    z_seed = unit[:, :size].reshape(size + 1, *batch_ones, size).expand(z.shape)
+    if not log_det.requires_grad:  # a log-determinant constant in the noise: its gradient is zero
+        return [z], [z_seed]
+    log_det_seed = unit[:, size].reshape(size + 1, *batch_ones).expand(log_det.shape)
+    return [z, log_det], [z_seed, log_det_seed]
 
 
 def _solve_transposed(jacobian: Tensor, rhs: Tensor) -> Tensor | None:

@@ -253,6 +253,7 @@ class MaskedProduct:
         self._key: tuple | None = None
         self._factor: Tensor | None = None
         self._factor_key: tuple | None = None
+        self._choices: tuple | None = None  # (cost model, blocks, {batch size: the choice for them})
 
     @property
     def method(self) -> str:
@@ -299,7 +300,17 @@ class MaskedProduct:
         batch = x.numel() // max(x.shape[-1], 1)
         if model is None or batch == 0:
             return None
-        return model.choose(self.blocks(mask), batch)
+        blocks = self.blocks(mask)
+        # The choice depends on the model, the blocks and the batch size only: made once for
+        # each batch size (a guide's step alternates two), not at every call.
+        if self._choices is None or self._choices[0] is not model or self._choices[1] is not blocks:
+            self._choices = (model, blocks, {})
+        by_batch = self._choices[2]
+        if batch not in by_batch:
+            if len(by_batch) >= 64:  # many sizes (evaluation in varied chunks): start over
+                by_batch.clear()
+            by_batch[batch] = model.choose(blocks, batch)
+        return by_batch[batch]
 
     def remember(self, mask: Tensor, blocks: MaskBlocks) -> None:
         """Takes ``blocks`` as those of ``mask`` as it is now, without searching: a layer
@@ -328,7 +339,7 @@ class MaskedProduct:
 
     def __getstate__(self) -> dict:
         # A copy finds its blocks (and its factor) again: the caches refer to one mask tensor.
-        return {**self.__dict__, "_blocks": None, "_key": None, "_factor": None, "_factor_key": None}
+        return {**self.__dict__, "_blocks": None, "_key": None, "_factor": None, "_factor_key": None, "_choices": None}
 
     def __repr__(self) -> str:
         return f"MaskedProduct(method={self._method!r}, max_blocks={self.max_blocks})"

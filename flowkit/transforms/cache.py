@@ -58,7 +58,43 @@ from torch import Tensor
 
 from flowkit._validation import check_tensor
 
-__all__ = ["CachedTransformModule"]
+__all__ = ["CachedTransformModule", "StateSnapshot"]
+
+
+@dataclass
+class StateSnapshot:
+    """What a result computed from a module (and some extra tensors) depends on, taken
+    when it was computed, to tell later whether recomputing it would give the same answer:
+    the same checks as the cache's (see the module's description), for any holder of a
+    result, such as a guide's distribution that remembers its own sample."""
+
+    modes: tuple[bool, ...]  # training of every submodule, requires_grad of every watched tensor
+    grad_enabled: bool
+    tracing_state: object | None  # the torch.jit.trace that took it, if any
+    values: list[Tensor] | None  # copies of the watched tensors; None under tracing
+
+    @classmethod
+    def take(
+        cls, module: torch.nn.Module, extra: list[Tensor], previous: StateSnapshot | None = None
+    ) -> StateSnapshot:
+        """The state of ``module``'s parameters, buffers and modes and of ``extra`` now;
+        reuses ``previous``'s memory for the copies where it fits (``previous`` must not
+        be checked again)."""
+        tensors, modes = _module_state(module, extra)
+        tracing_state = _tracing_state()
+        reusable = previous.values if previous is not None else None
+        values = None if tracing_state is not None else _copy_values(tensors, reusable)
+        return cls(modes, torch.is_grad_enabled(), tracing_state, values)
+
+    def holds(self, module: torch.nn.Module, extra: list[Tensor]) -> bool:
+        """Whether a result computed when this was taken is what computing it afresh
+        would give now."""
+        if torch.is_grad_enabled() and not self.grad_enabled:
+            return False  # computed without a graph, asked for one
+        if _tracing_state() is not self.tracing_state:
+            return False
+        tensors, modes = _module_state(module, extra)
+        return modes == self.modes and (self.values is None or _same_values(tensors, self.values))
 
 
 @dataclass
@@ -69,10 +105,7 @@ class _CachedPair:
     y: Tensor
     log_det: Tensor
     versions: tuple[int, int, bool, bool]  # of x and y right after the pass, and their requires_grad
-    grad_enabled: bool
-    modes: tuple[bool, ...]  # training of every submodule, requires_grad of every watched tensor
-    tracing_state: object | None  # the torch.jit.trace that filled it, if any
-    values: list[Tensor] | None  # copies of the watched tensors; None under tracing
+    state: StateSnapshot
 
 
 class CachedTransformModule(TransformModule):
@@ -177,44 +210,46 @@ class CachedTransformModule(TransformModule):
             return False
         if _versions(pair.x, pair.y) != pair.versions:
             return False
-        if torch.is_grad_enabled() and not pair.grad_enabled:
-            return False
-        if _tracing_state() is not pair.tracing_state:
-            return False
-        tensors, modes = self._watched_state()
-        return modes == pair.modes and (pair.values is None or _same_values(tensors, pair.values))
+        return pair.state.holds(self, self._extra_watched_tensors())
 
     def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
         """Caches the pair just computed (after the pass: an inverse may have updated
         running statistics), reusing the previous copy's memory where it fits."""
         if torch.compiler.is_compiling():  # compiled code keeps no Python state
             return
-        previous = self._cache.values if self._cache is not None else None
+        previous = self._cache.state if self._cache is not None else None
         self._cache = None  # nothing half-updated can ever answer
         if x.is_inference() or y.is_inference():  # they keep no version counter
             return
-        tracing_state = _tracing_state()
-        tensors, modes = self._watched_state()
-        values = None if tracing_state is not None else _copy_values(tensors, previous)
-        self._cache = _CachedPair(x, y, log_det, _versions(x, y), torch.is_grad_enabled(), modes, tracing_state, values)
-
-    def _watched_state(self) -> tuple[list[Tensor], tuple[bool, ...]]:
-        """Every tensor besides ``x`` and ``y`` that the results depend on (parameters,
-        buffers, extras), and the modes that shape the results: the training flag of every
-        submodule and whether each tensor requires gradients (a frozen parameter's answer
-        has no graph for it). One walk over the submodules, three times faster than
-        ``parameters()``, ``buffers()`` and ``modules()``."""
-        tensors, training = list(self._extra_watched_tensors()), []
-        for module in self.modules():
-            training.append(module.training)
-            tensors += [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
-        return tensors, (*training, *(t.requires_grad for t in tensors))
+        state = StateSnapshot.take(self, self._extra_watched_tensors(), previous)
+        self._cache = _CachedPair(x, y, log_det, _versions(x, y), state)
 
     def __getstate__(self) -> dict:
         # Cached tensors belong to an autograd graph: never pickle or deepcopy them.
         state = super().__getstate__()
         state["_cache"] = None
         return state
+
+
+def _module_state(module: torch.nn.Module, extra: list[Tensor]) -> tuple[list[Tensor], tuple[bool, ...]]:
+    """Every tensor that results computed from ``module`` depend on (``extra``, then the
+    parameters and buffers), and the modes that shape them: the training flag of every
+    submodule and whether each tensor requires gradients (a frozen parameter's answer has
+    no graph for it)."""
+    tensors, training = list(extra), []
+    _collect_state(module, tensors, training)
+    return tensors, (*training, *(t.requires_grad for t in tensors))
+
+
+def _collect_state(module: torch.nn.Module, tensors: list[Tensor], training: list[bool]) -> None:
+    # A walk over the _modules dicts: several times faster than modules(), parameters()
+    # and buffers(), which build names and a memo; a module shared twice is read twice.
+    training.append(module.training)
+    tensors += [t for t in module._parameters.values() if t is not None]
+    tensors += [t for t in module._buffers.values() if t is not None]
+    for child in module._modules.values():
+        if child is not None:
+            _collect_state(child, tensors, training)
 
 
 def _versions(x: Tensor, y: Tensor) -> tuple[int, int, bool, bool]:
