@@ -70,10 +70,12 @@ class Recipe:
     optimizer_kwargs: dict = field(default_factory=dict)
     resample_masks: str | None = None  # None: one mask; "full" or "connectivity": mask sampling
     mask_sets: int | None = None  # mask sampling by this many fixed masks cycled instead
+    sort_degrees: bool = False  # fresh masks with each layer's units sorted by degree, as the fixed sets are
 
     def describe(self) -> str:
         options = ", ".join(f"{k} {v:g}" for k, v in {"lr": self.lr, **self.optimizer_kwargs}.items())
-        sampling = f", resample {self.resample_masks}" if self.resample_masks else ""
+        sorted_units = ", sorted degrees" if self.sort_degrees else ""
+        sampling = f", resample {self.resample_masks}{sorted_units}" if self.resample_masks else ""
         cycling = f", cycle {self.mask_sets} mask sets" if self.mask_sets else ""
         return f"{self.optimizer.__name__} ({options}){sampling}{cycling}"
 
@@ -121,7 +123,8 @@ def train_made(splits, recipe: Recipe, settings: Settings) -> flowkit.BernoulliM
     flowkit.fit(
         model, splits.train, splits.valid, epochs=settings.epochs, batch_size=100, patience=30,
         optimizer=recipe.optimizer, lr=recipe.lr, optimizer_kwargs=recipe.optimizer_kwargs,
-        resample_masks=recipe.resample_masks, cycle_masks=recipe.mask_sets is not None,
+        resample_masks=recipe.resample_masks, sort_degrees=recipe.sort_degrees,
+        cycle_masks=recipe.mask_sets is not None,
         valid_masks=valid_masks(recipe, settings), progress=settings.progress, seed=settings.seed,
     )  # fmt: skip
     return model
@@ -136,7 +139,7 @@ def valid_masks(recipe: Recipe, settings: Settings) -> int | str | None:
 
 def each_test_mask(model, recipe: Recipe, settings: Settings) -> Iterator[None]:
     """Puts each test mask in the model in turn: the cycled mask sets (the masks the model
-    was trained with), else ``test_masks`` fresh masks of one seeded stream."""
+    was trained with), else ``test_masks`` fresh masks of one seeded stream, drawn as in training."""
     if recipe.mask_sets is not None:
         for index in range(recipe.mask_sets):
             model.made.set_mask(index)
@@ -144,7 +147,7 @@ def each_test_mask(model, recipe: Recipe, settings: Settings) -> Iterator[None]:
         return
     generator = torch.Generator().manual_seed(settings.seed + 1000)
     for _ in range(settings.test_masks):
-        model.made.resample_masks(generator, order=recipe.resample_masks == "full")
+        model.made.resample_masks(generator, order=recipe.resample_masks == "full", sort=recipe.sort_degrees)
         yield
 
 
