@@ -457,10 +457,10 @@ def mean_nll(
     check_int(num_masks, "num_masks", or_none=True)
     if num_masks is not None and not hasattr(model, "log_prob_ensemble"):
         raise ValueError(f"num_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}")
-    device = _device_of(model)
-    # One seed for every batch: the same masks.
     if not isinstance(sort, bool):
         raise ValueError(f"sort: expected a bool, got {sort!r}")
+    device = _device_of(model)
+    # One seed for every batch: the same masks.
     ensemble = None if num_masks is None else _Ensemble(num_masks, make_generator(seed).initial_seed(), order, sort)
     total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device, ensemble)
     return total / len(x)
