@@ -66,6 +66,7 @@ def fit(
     clip_grad_norm: float | None = None,
     cycle_masks: bool = False,
     resample_masks: str | None = None,
+    sort_degrees: bool = False,
     valid_masks: int | str | None = None,
     progress: bool = True,
     seed: int | None = None,
@@ -119,6 +120,9 @@ def fit(
             the model draws a fresh structure ([`MADE.resample_masks`][flowkit.nn.made.MADE.resample_masks]),
             ``"full"`` (order and connectivity) or ``"connectivity"`` (the order kept). The
             masks come from a generator seeded from ``seed`` (the same on every process).
+        sort_degrees: Sort each hidden layer's degrees in the structures drawn fresh (by
+            ``resample_masks`` and by an int ``valid_masks``), as the fixed mask sets are;
+            ``False``, the default, keeps the paper's unsorted draw.
         valid_masks: Validate on the ensemble of this many masks
             ([`log_prob_ensemble`][flowkit.distributions.made_models.AutoregressiveMADE.log_prob_ensemble]
             with ``num_masks``): the same masks, drawn from ``seed``, at every epoch. For
@@ -147,7 +151,9 @@ def fit(
     """
     x_train, c_train = _checked_data(model, train, "train")
     x_valid, c_valid = _checked_data(model, valid, "valid") if valid is not None else (None, None)
-    mades = _checked_options(model, valid, epochs, batch_size, patience, cycle_masks, resample_masks, valid_masks)
+    mades = _checked_options(
+        model, valid, epochs, batch_size, patience, cycle_masks, resample_masks, sort_degrees, valid_masks
+    )
     params = _trainable_parameters(model)
     make = _optimizer_factory(optimizer, lr, weight_decay, optimizer_kwargs)
     group = _ProcessGroup.default() if distributed else _ProcessGroup()
@@ -159,7 +165,8 @@ def fit(
     generator = make_generator(group.shared_seed(seed, params[0].device))
     run = _TrainingRun(
         model, loss_fn, make(params), params, params[0].device, group, generator, batch_size, clip_grad_norm,
-        mades if cycle_masks else [], _MaskSampling.of(mades, resample_masks, valid_masks, generator.initial_seed()),
+        mades if cycle_masks else [],
+        _MaskSampling.of(mades, resample_masks, sort_degrees, valid_masks, generator.initial_seed()),
     )  # fmt: skip
     stopper = _EarlyStopping(patience)
     epoch_numbers = range(epochs) if epochs is not None else itertools.count()
@@ -207,6 +214,7 @@ def _checked_options(
     patience: int | None,
     cycle_masks: bool,
     resample_masks: str | None,
+    sort_degrees: bool,
     valid_masks: int | str | None,
 ) -> list[MADE]:
     """Checks the options of ``fit`` about epochs, minibatches and masks; the MADEs of the model."""
@@ -223,6 +231,11 @@ def _checked_options(
             raise ValueError(f"{name}: the model holds no MADE with mask sets")
     if cycle_masks and resample_masks is not None:
         raise ValueError("resample_masks: cannot be combined with cycle_masks=True")
+    if not isinstance(sort_degrees, bool):
+        raise ValueError(f"sort_degrees: expected a bool, got {sort_degrees!r}")
+    draws_fresh = resample_masks is not None or (valid_masks is not None and not isinstance(valid_masks, str))
+    if sort_degrees and not draws_fresh:
+        raise ValueError("sort_degrees: True needs resample_masks or an int valid_masks (masks drawn fresh)")
     if isinstance(valid_masks, str):
         if valid_masks != "sets":
             raise ValueError(f"valid_masks: expected a positive int, 'sets' or None, got {valid_masks!r}")
@@ -280,11 +293,14 @@ class _MaskSampling:
 
     mades: list[MADE]
     order: bool
+    sort: bool
     generator: torch.Generator | None
     valid: _Ensemble | None
 
     @staticmethod
-    def of(mades: list[MADE], resample: str | None, valid_masks: int | str | None, seed: int) -> _MaskSampling:
+    def of(
+        mades: list[MADE], resample: str | None, sort: bool, valid_masks: int | str | None, seed: int
+    ) -> _MaskSampling:
         """``seed`` is the one every process shares, so every process draws the same masks."""
         generator = make_generator(seed + _MASK_SEED_OFFSETS[0]) if resample is not None else None
         chosen = mades if resample is not None else []
@@ -294,12 +310,12 @@ class _MaskSampling:
         elif valid_masks == "sets":
             valid = _Ensemble(None, seed)
         else:
-            valid = _Ensemble(valid_masks, seed + _MASK_SEED_OFFSETS[1], order)
-        return _MaskSampling(chosen, order, generator, valid)
+            valid = _Ensemble(valid_masks, seed + _MASK_SEED_OFFSETS[1], order, sort)  # as training draws
+        return _MaskSampling(chosen, order, sort, generator, valid)
 
     def before_update(self) -> None:
         for made in self.mades:
-            made.resample_masks(self.generator, self.order)
+            made.resample_masks(self.generator, self.order, sort=self.sort)
 
 @dataclass
 class _TrainingRun:
@@ -419,6 +435,7 @@ def mean_nll(
     num_masks: int | None = None,
     seed: int | None = None,
     order: bool = True,
+    sort: bool = False,
 ) -> float:
     """The mean negative log-likelihood of rows ``x`` under ``model`` (no gradients, eval
     mode); rows are moved to the model's device batch by batch.
@@ -434,25 +451,30 @@ def mean_nll(
         seed: The seed of those masks (drawn from torch's global generator when ``None``).
         order: Draw a fresh order for each of those masks; ``False`` keeps the active order
             (for a model trained with ``resample_masks="connectivity"``).
+        sort: Sort each hidden layer's degrees in those masks (for a model trained with
+            ``sort_degrees=True``).
     """
     check_int(num_masks, "num_masks", or_none=True)
     if num_masks is not None and not hasattr(model, "log_prob_ensemble"):
         raise ValueError(f"num_masks: needs a MADE density model (with log_prob_ensemble), got {type(model).__name__}")
+    if not isinstance(sort, bool):
+        raise ValueError(f"sort: expected a bool, got {sort!r}")
     device = _device_of(model)
     # One seed for every batch: the same masks.
-    ensemble = None if num_masks is None else _Ensemble(num_masks, make_generator(seed).initial_seed(), order)
+    ensemble = None if num_masks is None else _Ensemble(num_masks, make_generator(seed).initial_seed(), order, sort)
     total = _nll_sum(model, x, context, torch.arange(len(x), device="cpu"), batch_size, device, ensemble)
     return total / len(x)
 
 
 @dataclass(frozen=True)
 class _Ensemble:
-    """Score by the ensemble of ``num_masks`` masks drawn from ``seed`` (``order``: fresh orders),
-    or of the model's mask sets when ``num_masks`` is ``None``."""
+    """Score by the ensemble of ``num_masks`` masks drawn from ``seed`` (``order``: fresh orders;
+    ``sort``: sorted hidden degrees), or of the model's mask sets when ``num_masks`` is ``None``."""
 
     num_masks: int | None
     seed: int
     order: bool = True
+    sort: bool = False
 
 
 def _nll_sum(
@@ -470,8 +492,9 @@ def _nll_sum(
                 log_prob = _log_prob(model, x_batch, c_batch)
             else:
                 log_prob = model.log_prob_ensemble(
-                    x_batch, c_batch, num_masks=ensemble.num_masks, seed=ensemble.seed, order=ensemble.order
-                )
+                    x_batch, c_batch, num_masks=ensemble.num_masks, seed=ensemble.seed, order=ensemble.order,
+                    sort=ensemble.sort,
+                )  # fmt: skip
             total -= log_prob.sum().item()
     model.train(was_training)
     return total

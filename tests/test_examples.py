@@ -181,6 +181,33 @@ def test_made_uci_cycled_mask_sets_are_tested_by_their_ensemble(tmp_path):
     assert max(curve) == 3 and math.isclose(curve[3], ensemble, rel_tol=1e-6), (curve, ensemble)
 
 
+def test_made_uci_sorted_recipe_trains_and_tests_on_sorted_fresh_masks(tmp_path, monkeypatch):
+    """A recipe with sort_degrees hands it to fit, and its test masks are sorted fresh draws too."""
+    example = load_example("made_uci")
+    rng = np.random.default_rng(0)
+    path = tmp_path / "nips.npz"
+    sizes = {"train": 40, "valid": 20, "test": 20}
+    np.savez(path, **{name: rng.integers(0, 2, size=(rows, 6)) for name, rows in sizes.items()})
+    splits = example.load_made_uci(path)
+    recipe = example.Recipe(torch.optim.Adagrad, 0.01, resample_masks="full", sort_degrees=True)
+    settings = example.Settings(hidden=16, epochs=1, valid_masks=2, test_masks=3, seed=0, progress=False)
+    options = {}
+    real_fit = example.flowkit.fit
+
+    def recording_fit(*args, **kwargs):
+        options.update(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(example.flowkit, "fit", recording_fit)
+    model = example.train_made(splits, recipe, settings)
+    assert options["sort_degrees"] is True and options["resample_masks"] == "full"
+    hidden = []
+    for _ in example.each_test_mask(model, recipe, settings):
+        hidden.append(model.made.degrees()[1].clone())
+    assert len(hidden) == 3 and all(bool((h[1:] >= h[:-1]).all()) for h in hidden)
+    assert "sorted degrees" in recipe.describe()
+
+
 def test_spline_vs_affine_quick(tmp_path):
     stdout = run_script("examples/spline_vs_affine.py", "--quick", "--no-progress", "--out", str(tmp_path)).stdout
     rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]

@@ -93,14 +93,43 @@ def test_resample_masks_is_reproducible_from_a_seed():
     assert not all(torch.equal(x, y) for x, y in zip(a.masks(), b.masks()))
 
 
+def test_sorted_resample_is_the_unsorted_draw_sorted_per_layer():
+    unsorted, ordered, again = resampling_made(), resampling_made(), resampling_made()
+    unsorted.resample_masks(torch.Generator().manual_seed(7))
+    ordered.resample_masks(torch.Generator().manual_seed(7), sort=True)
+    again.resample_masks(torch.Generator().manual_seed(7), sort=True)
+    assert torch.equal(ordered.permutation, unsorted.permutation)
+    for mine, theirs, repeated in zip(ordered.degrees()[1:], unsorted.degrees()[1:], again.degrees()[1:]):
+        assert bool((mine[1:] >= mine[:-1]).all())  # sorted within the layer
+        assert torch.equal(mine, theirs.sort().values)  # the same degrees
+        assert torch.equal(mine, repeated)  # reproducible from the seed
+    assert all(torch.equal(x, y) for x, y in zip(ordered.masks(), again.masks()))
+    assert ordered.active_mask == -1 and ordered.lost_dependencies() == unsorted.lost_dependencies()
+
+
+def test_sorted_resample_keeps_the_order_with_order_false():
+    made = resampling_made()
+    order = made.permutation.clone()
+    made.resample_masks(torch.Generator().manual_seed(3), order=False, sort=True)
+    assert torch.equal(made.permutation, order)
+    assert all(bool((h[1:] >= h[:-1]).all()) for h in made.degrees()[1:])
+
+
+@pytest.mark.parametrize("sort", [None, 1, "yes"])
+def test_bad_sort_is_rejected(sort):
+    with pytest.raises(ValueError, match="sort: expected a bool"):
+        resampling_made().resample_masks(torch.Generator().manual_seed(0), sort=sort)
+
+
+@pytest.mark.parametrize("sort", [False, True])
 @pytest.mark.parametrize("skip_connections", [False, True])
 @pytest.mark.parametrize("context_dim", [0, 2])
 @pytest.mark.parametrize("residual", [False, True])
-def test_resampled_masks_are_autoregressive(skip_connections, context_dim, residual):
+def test_resampled_masks_are_autoregressive(skip_connections, context_dim, residual, sort):
     made = resampling_made(skip_connections=skip_connections, context_dim=context_dim, residual=residual)
     generator = torch.Generator().manual_seed(1)
     for _ in range(3):
-        made.resample_masks(generator)
+        made.resample_masks(generator, sort=sort)
         report = flowkit.check_autoregressive(made)
         assert report.autoregressive, report
         assert made.active_mask == -1 and int(made.mask_index) == -1
@@ -155,17 +184,18 @@ def test_resampled_structure_survives_state_dict_and_deepcopy():
     assert torch.equal(copied.sequential(step, (2,))[0], made.sequential(step, (2,))[0])
 
 
+@pytest.mark.parametrize("sort", [False, True])
 @pytest.mark.parametrize("context_dim", [0, 3])
 @pytest.mark.parametrize("residual", [False, True])
-def test_fast_sequential_matches_naive_after_resampling(context_dim, residual):
-    """Resampled units are unsorted: the fast pass must reorder them."""
+def test_fast_sequential_matches_naive_after_resampling(context_dim, residual, sort):
+    """Unsorted resampled units must be reordered by the fast pass; sorted ones come in order."""
     made = resampling_made(input_dim=6, hidden_dims=[16, 16], skip_connections=True, context_dim=context_dim,
                            residual=residual).double()  # fmt: skip
     context = torch.randn(4, context_dim, dtype=torch.float64) if context_dim else None
     step = lambda params, i: torch.tanh(params[..., 0] + 0.5 * params[..., 1])  # noqa: E731
     generator = torch.Generator().manual_seed(6)
     for _ in range(3):
-        made.resample_masks(generator)
+        made.resample_masks(generator, sort=sort)
         fast_x, fast_params = made.sequential(step, (4,), context, method="fast")
         naive_x, naive_params = made.sequential(step, (4,), context, method="naive")
         assert torch.allclose(fast_x, naive_x, atol=1e-10, rtol=0)
@@ -244,3 +274,15 @@ def test_resampled_masks_take_the_dense_product_without_a_search(monkeypatch):
         assert layer.product.known_blocks(layer.mask) is not None
         assert layer.product.choice(torch.randn(4096, layer.in_features), layer.mask) is None
     made(x)  # the whole forward pass runs without a search
+
+
+def test_sorted_resampled_masks_are_searched_for_blocks():
+    """Sorted units leave all-False blocks: the layers search them (unlike the unsorted draw's
+    one whole block), and the blocked product finds more than one."""
+    made = MADE(6, [64, 64], order="random", seed=0, product="blocked")
+    made.resample_masks(torch.Generator().manual_seed(1), sort=True)
+    hidden = made.hidden_layers[0]
+    assert hidden.product.known_blocks(hidden.mask) is None  # the unsorted draw's whole block is not kept
+    with torch.no_grad():
+        made.raw_output(torch.randn(256, 6))
+    assert len(hidden.product.known_blocks(hidden.mask).partition(8)) > 1

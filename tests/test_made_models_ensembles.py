@@ -71,20 +71,22 @@ def test_log_prob_ensemble_empty_mask_indices():
 # ------------------------------------------------------- ensembles over freshly drawn masks
 
 
-def test_ensemble_of_fresh_masks_is_the_log_mean_exp_of_each_masks_log_prob():
+@pytest.mark.parametrize("sort", [False, True])
+def test_ensemble_of_fresh_masks_is_the_log_mean_exp_of_each_masks_log_prob(sort):
     model = BernoulliMADE(5, [16], conditioner=MADEConfig(skip_connections=True, order="random"), seed=0).double()
     perturb_(model, scale=1.0)
     x = data_for("bernoulli", (7,), input_dim=5).double()
-    ensemble = model.log_prob_ensemble(x, num_masks=6, seed=3)
+    ensemble = model.log_prob_ensemble(x, num_masks=6, seed=3, sort=sort)
     generator, each = torch.Generator().manual_seed(3), []
     reference = copy.deepcopy(model)
     for _ in range(6):
-        reference.made.resample_masks(generator)
+        reference.made.resample_masks(generator, sort=sort)
         each.append(reference.log_prob(x))
     expected = torch.logsumexp(torch.stack(each), 0) - math.log(6)
     assert torch.allclose(ensemble, expected, atol=1e-10, rtol=0)
-    assert torch.equal(ensemble, model.log_prob_ensemble(x, num_masks=6, seed=3))  # reproducible
-    assert not torch.allclose(ensemble, model.log_prob_ensemble(x, num_masks=6, seed=4))
+    assert torch.equal(ensemble, model.log_prob_ensemble(x, num_masks=6, seed=3, sort=sort))  # reproducible
+    assert not torch.allclose(ensemble, model.log_prob_ensemble(x, num_masks=6, seed=4, sort=sort))
+    assert not torch.allclose(ensemble, model.log_prob_ensemble(x, num_masks=6, seed=3, sort=not sort))
 
 
 def test_ensemble_of_fresh_masks_restores_the_masks():
@@ -103,8 +105,8 @@ def test_ensemble_connectivity_only_keeps_the_order():
     seen = []
     original = model.made.resample_masks
 
-    def recording(generator, order=True):
-        original(generator, order)
+    def recording(generator, order=True, sort=False):
+        original(generator, order, sort=sort)
         seen.append(model.made.permutation.clone())
 
     model.made.resample_masks = recording
@@ -119,6 +121,8 @@ def test_ensemble_options_are_checked():
         model.log_prob_ensemble(x, mask_indices=[0], num_masks=2)
     with pytest.raises(ValueError, match="num_masks"):
         model.log_prob_ensemble(x, num_masks=0)
+    with pytest.raises(ValueError, match="sort: expected a bool"):
+        model.log_prob_ensemble(x, num_masks=2, sort="yes")
 
 
 def test_complete_and_sample_work_after_resampling():

@@ -227,8 +227,8 @@ def test_resample_masks_draws_a_structure_per_update_reproducibly(monkeypatch):
     drawn = []
     original = flowkit.nn.MADE.resample_masks
 
-    def recording(self, generator, order=True):
-        original(self, generator, order)
+    def recording(self, generator, order=True, sort=False):
+        original(self, generator, order, sort=sort)
         drawn.append((order, self.permutation.clone(), self.input_layer.mask.clone()))
 
     monkeypatch.setattr(flowkit.nn.MADE, "resample_masks", recording)
@@ -240,6 +240,51 @@ def test_resample_masks_draws_a_structure_per_update_reproducibly(monkeypatch):
     assert all(torch.equal(a[2], b[2]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))  # same seed
     assert len({tuple(p.tolist()) for _, p, _ in first}) > 1  # fresh orders
     assert models[0].made.active_mask == -1
+
+
+def test_sort_degrees_sorts_the_masks_of_training_and_of_the_validation_ensemble(monkeypatch):
+    drawn = []
+    original = flowkit.nn.MADE.resample_masks
+
+    def recording(self, generator, order=True, sort=False):
+        original(self, generator, order, sort=sort)
+        drawn.append((sort, [degrees.clone() for degrees in self.degrees()[1:]]))
+
+    monkeypatch.setattr(flowkit.nn.MADE, "resample_masks", recording)
+    model = BernoulliMADE(4, [16, 16], conditioner=MADEConfig(order="random"), seed=0)
+    train, valid = binary(40), binary(20, seed=1)
+    quiet_fit(model, train, valid, epochs=1, batch_size=10, resample_masks="full", sort_degrees=True, valid_masks=3)
+    assert len(drawn) == 4 + 3  # four updates, then the validation ensemble
+    assert all(sort and all(bool((h[1:] >= h[:-1]).all()) for h in hidden) for sort, hidden in drawn)
+    drawn.clear()
+    quiet_fit(model, train, valid, epochs=1, batch_size=10, resample_masks="full", valid_masks=3)
+    assert len(drawn) == 7 and not any(sort for sort, _ in drawn)  # the default stays unsorted
+
+
+def test_mean_nll_scores_sorted_fresh_masks():
+    model = BernoulliMADE(4, [16], conditioner=MADEConfig(order="random"), seed=0)
+    valid = binary(20, seed=1)
+    with torch.no_grad():
+        expected = -model.log_prob_ensemble(valid, num_masks=5, seed=3, sort=True).mean().item()
+    assert math.isclose(mean_nll(model, valid, num_masks=5, seed=3, sort=True), expected, rel_tol=1e-6)
+    assert mean_nll(model, valid, num_masks=5, seed=3) != mean_nll(model, valid, num_masks=5, seed=3, sort=True)
+    with pytest.raises(ValueError, match="sort: expected a bool"):
+        mean_nll(model, valid, num_masks=5, sort="yes")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"resample_masks": "full", "sort_degrees": "yes"}, "sort_degrees: expected a bool"),
+        ({"resample_masks": "full", "sort_degrees": 1}, "sort_degrees: expected a bool"),
+        ({"sort_degrees": True}, "sort_degrees: True needs resample_masks"),
+        ({"cycle_masks": True, "valid_masks": "sets", "sort_degrees": True}, "sort_degrees: True needs"),
+    ],
+)
+def test_bad_sort_degrees_is_rejected(options, message):
+    model = BernoulliMADE(4, [16], conditioner=MADEConfig(order="random", num_masks=2), seed=0)
+    with pytest.raises(ValueError, match=message):
+        quiet_fit(model, binary(40), binary(20, seed=1), epochs=1, batch_size=10, **options)
 
 
 def test_resample_connectivity_keeps_the_order():

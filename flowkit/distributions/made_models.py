@@ -139,6 +139,7 @@ class AutoregressiveMADE(nn.Module):
         num_masks: int | None = None,
         seed: int | torch.Generator | None = None,
         order: bool = True,
+        sort: bool = False,
     ) -> Tensor:
         r"""The MADE paper's ensemble: the probability averaged over masks,
         \(\log \frac1K \sum_k p_k(x)\) (log-mean-exp).
@@ -146,7 +147,8 @@ class AutoregressiveMADE(nn.Module):
         By default the ``K`` masks are the mask sets (all of them, or ``mask_indices``).
         With ``num_masks=K``, they are ``K`` fresh structures drawn by
         [`MADE.resample_masks`][flowkit.nn.made.MADE.resample_masks] from ``seed`` (the same
-        seed gives the same masks; ``order=False`` keeps the active order), as the paper
+        seed gives the same masks; ``order=False`` keeps the active order; ``sort=True``
+        sorts each hidden layer's degrees, for a MADE trained on sorted draws), as the paper
         evaluates a MADE trained with mask sampling. Either way, the masks are changed in
         place one after another and summed into a running log-sum-exp, nothing else is
         rebuilt, and the masks from before are restored afterwards. Gradients are recorded
@@ -163,9 +165,11 @@ class AutoregressiveMADE(nn.Module):
             if mask_indices is not None:
                 raise ValueError("mask_indices: give mask_indices or num_masks, not both")
             check_int(num_masks, "num_masks", type_error=True)
+            if not isinstance(sort, bool):
+                raise ValueError(f"sort: expected a bool, got {sort!r}")
             generator = make_generator(seed)
             # Each call draws the next structure of the one stream.
-            draws = [lambda: self.made.resample_masks(generator, order)] * num_masks
+            draws = [lambda: self.made.resample_masks(generator, order, sort=sort)] * num_masks
         else:
             indices = list(range(self.made.num_masks)) if mask_indices is None else list(mask_indices)
             if not indices:

@@ -261,31 +261,37 @@ class MADE(nn.Module):
         for layer, mask, known in zip(layers, self._used_masks(chain_and_skip), blocks or [None] * len(layers)):
             layer.set_mask(mask, known)
 
-    def resample_masks(self, generator: torch.Generator, order: bool = True) -> None:
+    def resample_masks(self, generator: torch.Generator, order: bool = True, sort: bool = False) -> None:
         """Draws a fresh structure from ``generator`` and puts its masks in the layers: the
         MADE paper's mask sampling, done before every update (``fit(resample_masks=...)``).
 
-        Hidden degrees are the paper's iid ``"uniform"`` draw, unsorted (every unit's degree
-        is fresh at every draw); ``order=True`` draws a new random order too (the paper's
-        "Full" sampling), ``order=False`` keeps the active order ("Connectivity"). The masks
-        are made by comparisons and copied into the existing buffers (nothing is rebuilt,
-        and no lost dependency is looked for: missing degrees are part of the method), and
-        the structure is kept in buffers, so ``permutation``, ``degrees()``, ``masks()``,
-        the ``state_dict`` and ``DistributedDataParallel`` see it. ``active_mask`` is then
-        -1; [`set_mask`][flowkit.nn.made.MADE.set_mask] goes back to a fixed set.
+        Hidden degrees are the paper's iid ``"uniform"`` draw, unsorted by default (every
+        unit's degree is fresh at every draw); ``sort=True`` sorts each layer's draw
+        ascending, as the fixed mask sets are (the same degrees, so the same stream gives
+        the unsorted draw's degrees sorted). ``order=True`` draws a new random order too (the
+        paper's "Full" sampling), ``order=False`` keeps the active order ("Connectivity").
+        The masks are made by comparisons and copied into the existing buffers (nothing is
+        rebuilt, and no lost dependency is looked for: missing degrees are part of the
+        method), and the structure is kept in buffers, so ``permutation``, ``degrees()``,
+        ``masks()``, the ``state_dict`` and ``DistributedDataParallel`` see it. ``active_mask``
+        is then -1; [`set_mask`][flowkit.nn.made.MADE.set_mask] goes back to a fixed set.
 
         Examples:
             >>> made = MADE(4, [8], order="random", seed=0)
-            >>> made.resample_masks(torch.Generator().manual_seed(1))
-            >>> made.active_mask, sorted(made.permutation.tolist())
-            (-1, [0, 1, 2, 3])
+            >>> made.resample_masks(torch.Generator().manual_seed(1), sort=True)
+            >>> made.active_mask, sorted(made.permutation.tolist()), bool((made.degrees()[1].diff() >= 0).all())
+            (-1, [0, 1, 2, 3], True)
         """
+        if not isinstance(sort, bool):
+            raise ValueError(f"sort: expected a bool, got {sort!r}")
         kept = self.permutation.cpu() if not order else "random"
-        input_degrees, hidden = self._draw_degrees(kept, "uniform", generator, sort=False)
+        input_degrees, hidden = self._draw_degrees(kept, "uniform", generator, sort=sort)
         self._add_sampled_buffers()
-        # Unsorted units leave no all-False blocks worth skipping: the dense product, no search.
-        whole = [MaskBlocks.whole(tuple(layer.mask.shape)) for layer in self._masked_layers()]
-        self._install_masks(self._mask_chain(input_degrees, hidden), whole)
+        # Unsorted units leave no all-False blocks worth skipping: the dense product, no
+        # search. Sorted units do, so their layers find the blocks on their next blocked call.
+        layers = self._masked_layers()
+        blocks = None if sort else [MaskBlocks.whole(tuple(layer.mask.shape)) for layer in layers]
+        self._install_masks(self._mask_chain(input_degrees, hidden), blocks)
         self.sampled_order.copy_(M.order_from_degrees(input_degrees))
         for layer, degrees in enumerate(hidden):
             getattr(self, f"sampled_hidden_degrees_{layer}").copy_(degrees)
