@@ -171,6 +171,24 @@ def fit(
     stopper = _EarlyStopping(patience)
     epoch_numbers = range(epochs) if epochs is not None else itertools.count()
     bar = tqdm(epoch_numbers, desc="fit", disable=not progress or group.rank != 0, leave=False)
+    _train_until_stopped(run, stopper, bar, (x_train, c_train), (x_valid, c_valid))
+    bar.close()
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
+    model.eval()
+    return run.history
+
+
+def _train_until_stopped(
+    run: _TrainingRun,
+    stopper: _EarlyStopping,
+    bar: tqdm,
+    train: tuple[Tensor, Tensor | None],
+    valid: tuple[Tensor | None, Tensor | None],
+) -> None:
+    """The epochs of ``bar``: train one epoch, validate (when there is ``valid`` data), and
+    stop when ``stopper`` runs out of patience."""
+    (x_train, c_train), (x_valid, c_valid) = train, valid
     for epoch in bar:
         run.history.train_nll.append(run.train_epoch(epoch, x_train, c_train))
         postfix = {"train": f"{run.history.train_nll[-1]:.3f}"}
@@ -179,17 +197,12 @@ def fit(
         else:
             with _mask_set_pinned(run.cycled_mades, 0):  # the best weights are saved with it active
                 valid_nll = run.validate(x_valid, c_valid)
-                stopper.observe(valid_nll, epoch, model, run.history)
+                stopper.observe(valid_nll, epoch, run.model, run.history)
             postfix["valid"] = f"{valid_nll:.3f}"
             if stopper.exhausted:
                 _stop_early(run.history, epoch, bar, postfix)
                 break
         bar.set_postfix(postfix)
-    bar.close()
-    if stopper.best_state is not None:
-        model.load_state_dict(stopper.best_state)
-    model.eval()
-    return run.history
 
 
 def _checked_data(model: nn.Module, data: Data, name: str) -> tuple[Tensor, Tensor | None]:
