@@ -7,7 +7,9 @@ import warnings
 
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
+from pyro.infer import JitTrace_ELBO, Trace_ELBO
 
 from flowkit.infer import AutoIAF, AutoMAF
 
@@ -54,3 +56,17 @@ def quiet_jit():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=DeprecationWarning)
         yield
+
+
+def assert_jit_elbo_matches_trace_elbo(model, guide, seeds=(3, 4)):
+    """``JitTrace_ELBO`` gives ``Trace_ELBO``'s loss for ``guide`` at each of ``seeds``,
+    after one call that compiles it."""
+    jit_elbo, elbo = JitTrace_ELBO(), Trace_ELBO()
+    with quiet_jit():
+        jit_elbo.loss_and_grads(model, guide)  # compiles
+        for seed in seeds:
+            torch.manual_seed(seed)
+            expected = elbo.loss_and_grads(model, guide)
+            torch.manual_seed(seed)
+            actual = jit_elbo.loss_and_grads(model, guide)
+            assert actual == pytest.approx(expected, rel=1e-5, abs=1e-4)
