@@ -162,15 +162,21 @@ def test_made_uci_quick(tmp_path):
     assert_png(tmp_path / "made_uci_masks.png")
 
 
-def test_made_uci_cycled_mask_sets_are_tested_by_their_ensemble(tmp_path):
-    """A recipe that cycles K mask sets trains a MADE holding K sets, and its test NLL is the
-    ensemble of those K sets (the masks it was trained with), not of fresh masks."""
-    example = load_example("made_uci")
+def tiny_binary_splits(example, tmp_path):
+    """A random 6-D binary dataset of 40/20/20 rows, saved as the example's files are and
+    loaded by its own loader."""
     rng = np.random.default_rng(0)
     path = tmp_path / "nips.npz"
     sizes = {"train": 40, "valid": 20, "test": 20}
     np.savez(path, **{name: rng.integers(0, 2, size=(rows, 6)) for name, rows in sizes.items()})
-    splits = example.load_made_uci(path)
+    return example.load_made_uci(path)
+
+
+def test_made_uci_cycled_mask_sets_are_tested_by_their_ensemble(tmp_path):
+    """A recipe that cycles K mask sets trains a MADE holding K sets, and its test NLL is the
+    ensemble of those K sets (the masks it was trained with), not of fresh masks."""
+    example = load_example("made_uci")
+    splits = tiny_binary_splits(example, tmp_path)
     recipe = example.Recipe(torch.optim.Adagrad, 0.01, mask_sets=3)
     settings = example.Settings(hidden=16, epochs=2, valid_masks=2, test_masks=5, seed=0, progress=False)
     model = example.train_made(splits, recipe, settings)
@@ -184,11 +190,7 @@ def test_made_uci_cycled_mask_sets_are_tested_by_their_ensemble(tmp_path):
 def test_made_uci_sorted_recipe_trains_and_tests_on_sorted_fresh_masks(tmp_path, monkeypatch):
     """A recipe with sort_degrees hands it to fit, and its test masks are sorted fresh draws too."""
     example = load_example("made_uci")
-    rng = np.random.default_rng(0)
-    path = tmp_path / "nips.npz"
-    sizes = {"train": 40, "valid": 20, "test": 20}
-    np.savez(path, **{name: rng.integers(0, 2, size=(rows, 6)) for name, rows in sizes.items()})
-    splits = example.load_made_uci(path)
+    splits = tiny_binary_splits(example, tmp_path)
     recipe = example.Recipe(torch.optim.Adagrad, 0.01, resample_masks="full", sort_degrees=True)
     settings = example.Settings(hidden=16, epochs=1, valid_masks=2, test_masks=3, seed=0, progress=False)
     options = {}
