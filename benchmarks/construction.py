@@ -33,7 +33,7 @@ import torch
 import zuko
 
 import flowkit
-from report import machine, markdown_table
+from report import markdown_table, timing_setup
 from timing import interleaved_times
 
 HEADERS = ["D", "H", "what", "time (ms)", "over flowkit's construction"]
@@ -96,10 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(
-        f"Measured on {machine()}; float32, best of {args.repeats} interleaved repeats of at least "
-        f"{args.min_time} s each.\n"
-    )
+    print(timing_setup(args.repeats, args.min_time) + "\n")
     rows = [row for d in args.dims for h in args.hidden for row in measure(d, h, args)]
     print(markdown_table(HEADERS, rows))
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from flowkit.nn import masks
 from flowkit.nn._blocked import MaskBlocks, MaskedProduct, Partition, masked_linear
-from report import machine, markdown_table
+from report import markdown_table, timing_setup
 from timing import interleaved_times
 
 BLOCK_COUNTS = (2, 4, 8)
@@ -112,10 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(
-        f"Measured on {machine()}; float32, best of {args.repeats} interleaved repeats of at least "
-        f"{args.min_time} s each.\n"
-    )
+    print(timing_setup(args.repeats, args.min_time) + "\n")
     sizes = [(d, h, b) for d in args.dims for h in args.hidden for b in args.batches]
     rows = [measure(d, h, b, args) for d, h, b in tqdm(sizes, desc="sizes", leave=False)]
     print(markdown_table(HEADERS, rows))

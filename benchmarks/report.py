@@ -150,6 +150,11 @@ def machine() -> str:
     )
 
 
+def timing_setup(repeats: int, min_time: float) -> str:
+    """The line a timing script prints first: the machine, float32 and how the calls were timed."""
+    return f"Measured on {machine()}; float32, best of {repeats} interleaved repeats of at least {min_time} s each."
+
+
 def library_versions() -> str:
     """The versions of flowkit and the libraries it is compared with."""
     versions = [f"flowkit {flowkit.__version__}"]
