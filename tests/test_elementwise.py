@@ -277,7 +277,10 @@ def test_one_column_with_its_index_equals_that_column_of_the_whole(bijection, di
     out, log_det = apply(bijection, direction, params, points)
     for i in range(D):
         column = apply(bijection, direction, params[..., i : i + 1], points[..., i : i + 1], column=i)
-        assert torch.equal(column[0], out[..., i : i + 1]) and torch.equal(column[1], log_det[..., i : i + 1])
+        # Equal to rounding, not bit for bit: vectorised log and exp kernels may round a
+        # single column differently from a whole row on some CPUs.
+        torch.testing.assert_close(column[0], out[..., i : i + 1], atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(column[1], log_det[..., i : i + 1], atol=1e-12, rtol=1e-12)
 
 
 @over(BIJECTIONS)
