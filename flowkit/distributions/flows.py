@@ -184,11 +184,11 @@ class Flow(nn.Module):
     @staticmethod
     def _push(x: Tensor, transforms: list) -> tuple[Tensor, Tensor]:
         """Noise through the transforms in order: the output and the summed log-determinant."""
-        log_det = 0.0
+        log_det = None  # not 0.0 + ...: each addition is a node in the backward pass
         for transform in transforms:
             x, ladj = _forward_and_log_det(transform, x)
-            log_det = log_det + ladj
-        return x, log_det
+            log_det = ladj if log_det is None else log_det + ladj
+        return x, x.new_zeros(x.shape[:-1]) if log_det is None else log_det
 
 
 def _forward_and_log_det(transform, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,15 +22,20 @@ Activation = str | nn.Module | type[nn.Module] | Callable[[Tensor], Tensor]
 class _InPlaceActivation(nn.Module):
     """``relu``, ``elu`` or ``leaky_relu``, applied in place. Their gradients are computed
     from their outputs, so overwriting a pre-activation that nothing else reads is safe,
-    and saves a (batch, width) allocation per layer. Not under a TorchScript trace (Pyro's
-    ``JitTrace_ELBO``), whose optimised graphs reject in-place ops on some views."""
+    and saves a (batch, width) allocation per layer. Not on a view (an unbatched input's
+    layer output is one), where autograd would record a copy into the viewed tensor that
+    costs more in the backward pass than the allocation saves, not under a TorchScript
+    trace (Pyro's ``JitTrace_ELBO``), whose optimised graphs reject in-place ops on some
+    views, and not under ``torch.compile``."""
 
     def __init__(self, function: Callable[..., Tensor]):
         super().__init__()
         self.function = function
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.function(h, inplace=not torch.jit.is_tracing())
+        # torch.compile functionalises in-place ops anyway (and cannot trace _is_view).
+        traced = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        return self.function(h, inplace=not (traced or h._is_view()))
 
     def extra_repr(self) -> str:
         return self.function.__name__

@@ -66,11 +66,10 @@ def affine_map(
     (\(\log \sigma\), or \(-\log \sigma\)) of the output's shape: the map of
     [`Affine`][flowkit.transforms.elementwise.Affine],
     [`GatedAffine`][flowkit.transforms.elementwise.GatedAffine] and the normalisation layers."""
-    if inverse:
-        out = (value - shift) / scale
-        return out, (-log_scale).expand(out.shape)
-    out = shift + scale * value
-    return out, log_scale.expand(out.shape)
+    out = (value - shift) / scale if inverse else shift + scale * value
+    log_derivative = -log_scale if inverse else log_scale
+    # An expand that changes nothing would still cost a node in the backward pass.
+    return out, log_derivative if log_derivative.shape == out.shape else log_derivative.expand(out.shape)
 
 
 class ElementwiseBijection(ABC):
