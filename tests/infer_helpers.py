@@ -42,6 +42,12 @@ def make_guide(kind, model=gaussian_model, stable=False, **kwargs):
     return GUIDES[kind](model, **{**options, **kwargs})
 
 
+def latent_site(guide):
+    """The distribution and value of the guide's latent site, from one trace."""
+    site = pyro.poutine.trace(guide).get_trace().nodes[f"_{guide._pyro_name}_latent"]
+    return site["fn"], site["value"]
+
+
 def log_det_by_autograd(fn, x):
     """Per-row log |det d fn(x) / dx| for a row-wise map of ``x`` of shape ``(N, D)``."""
     jacobian = torch.autograd.functional.jacobian(fn, x)  # (N, D, N, D)

@@ -386,7 +386,12 @@ def test_svi_quick(tmp_path):
     page = tmp_path / "benchmarks.md"
     stdout = run_script("benchmarks/svi.py", "--quick", "--page", str(page)).stdout
     rows = table_with(stdout, "ms per step")
-    guides = ["Pyro AutoIAFNormal", "flowkit AutoIAF, stick_the_landing=False", "flowkit AutoIAF (path derivative)"]
+    guides = [
+        "Pyro AutoIAFNormal",
+        "flowkit AutoIAF, stick_the_landing=False",
+        "flowkit AutoIAF (path derivative)",
+        "flowkit AutoIAF, all defaults",
+    ]
     assert [(row["model"], row["D"], row["guide"]) for row in rows] == [
         (model, dim, guide) for model, dim in (("gaussian", "5"), ("logistic", "31")) for guide in guides
     ]

@@ -188,7 +188,7 @@ class PathDerivativeFlow(TorchDistribution):
         log_q = self._own_sample_log_prob(value)
         if log_q is None:
             log_q = self.fixed_log_prob(value)
-        return log_q.expand(torch.broadcast_shapes(log_q.shape, self.batch_shape))
+        return _broadcast_to_batch(log_q, self.batch_shape)
 
     def _own_sample_log_prob(self, value: Tensor) -> Tensor | None:
         r"""\(\log q(z)\) at this distribution's last draw \(z\), with the gradient
@@ -218,6 +218,13 @@ class PathDerivativeFlow(TorchDistribution):
         log_q = standard_normal_log_prob(noise) - log_det[size].detach()
         # The value of log q, and the gradient score . dz: (value - value.detach()) is zero.
         return log_q + (score * (value - value.detach())).sum(-1)
+
+
+def _broadcast_to_batch(log_q: Tensor, batch_shape: torch.Size) -> Tensor:
+    """``log_q`` expanded to the batch shape, as a view only where that changes its shape
+    (an expand to its own shape would still cost a node in the backward pass)."""
+    shape = torch.broadcast_shapes(log_q.shape, batch_shape)
+    return log_q if log_q.shape == shape else log_q.expand(shape)
 
 
 def _jacobian_seeds(size: int, z: Tensor, log_det: Tensor) -> tuple[list[Tensor], list[Tensor]]:
