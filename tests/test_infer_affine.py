@@ -15,6 +15,7 @@ from pyro.optim import ClippedAdam
 
 from flowkit.infer import AutoIAF, AutoMAF
 from flowkit.infer.autoguides import AFFINES
+from flowkit.nn import MADEConfig
 from infer_helpers import gaussian_model, latent_site, log_det_by_autograd
 
 pytestmark = pytest.mark.usefixtures("clean_param_store")
@@ -111,3 +112,16 @@ def test_path_derivative_is_zero_when_the_full_affine_map_is_the_posterior():
             p.grad = None
         Trace_ELBO().loss_and_grads(gaussian_posterior_model, guide)
         assert max(p.grad.abs().max().item() for p in parameters if p.grad is not None) < 1e-10
+
+
+def test_default_steps_are_two_of_one_layer_of_3d_plus_1_tanh_units():
+    guide = AutoIAF(gaussian_model)
+    guide()
+    mades = [step.made for step in guide.flow.transforms if hasattr(step, "made")]
+    assert len(mades) == 2
+    for made in mades:
+        assert made.hidden_dims == [3 * 4 + 1] and isinstance(made.activation, torch.nn.Tanh)
+    pyro.clear_param_store()  # the same guide name: Pyro would load the first guide's values
+    mine = AutoIAF(gaussian_model, conditioner=MADEConfig(hidden_dims=[8], activation="relu"))
+    mine()
+    assert not isinstance(mine.flow.transforms[0].made.activation, torch.nn.Tanh)

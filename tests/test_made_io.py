@@ -296,3 +296,27 @@ def test_sequential_context_errors(plain_made, conditional_made):
 def test_sequential_context_batch_shape_not_broadcastable(conditional_made):
     with pytest.raises(ValueError, match="context"):
         conditional_made.sequential(lambda p, i: p[..., 0], batch_shape=(4,), context=torch.randn(3, 2))
+
+
+def graph_node_names(tensor: torch.Tensor) -> set[str]:
+    """The names of every node of the autograd graph that produced ``tensor``."""
+    names, seen, stack = set(), set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(child for child, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 5)], ids=["unbatched", "batched"])
+def test_relu_is_never_applied_in_place_on_a_view(shape):
+    """An unbatched input's layer output is a view of the product; an in-place ReLU on it
+    would make autograd copy the gradient back into the viewed tensor (CopySlices)."""
+    made = MADE(5, [16, 16], param_dims=[1, 1], seed=0)
+    x = torch.randn(shape)
+    names = graph_node_names(made(x)[0])
+    assert "ReluBackward0" in names
+    assert "CopySlices" not in names and "AsStridedBackward0" not in names
