@@ -125,3 +125,11 @@ def test_default_steps_are_two_of_one_layer_of_3d_plus_1_tanh_units():
     mine = AutoIAF(gaussian_model, conditioner=MADEConfig(hidden_dims=[8], activation="relu"))
     mine()
     assert not isinstance(mine.flow.transforms[0].made.activation, torch.nn.Tanh)
+
+
+def test_a_guide_of_the_same_name_and_other_sizes_is_a_clear_error():
+    AutoIAF(gaussian_model, hidden_dims=[8])()
+    with pytest.raises(ValueError, match=r"AutoIAF\.flow.*shape.*clear_param_store"):
+        AutoIAF(gaussian_model, hidden_dims=[16])()
+    pyro.clear_param_store()
+    assert AutoIAF(gaussian_model, hidden_dims=[16])()["a"].shape == (3,)

@@ -48,6 +48,7 @@ from torch.distributions import biject_to
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
+from pyro.params.param_store import param_with_module_name
 from torch import Tensor, nn
 
 from flowkit.distributions.flows import Flow, _inverse_and_log_det, iaf, maf
@@ -138,6 +139,7 @@ class AutoFlow(AutoContinuous):
             self.flow = type(self).builder(self.latent_dim, **options).to(init_loc.dtype)
         # Pyro registers a plain nn.Module child without loading stored values into it, so
         # a param store restored with set_state() would never reach the flow: load them.
+        _check_stored_shapes(self._pyro_get_fullname("flow"), self.flow)
         pyro.module(self._pyro_get_fullname("flow"), self.flow, update_module_params=True)
 
     def _affine_map(self) -> _AffineMap | None:
@@ -218,6 +220,23 @@ class AutoFlow(AutoContinuous):
             for site, unconstrained in self._unpack_latent(latent):
                 result.setdefault(site["name"], []).append(biject_to(site["fn"].support)(unconstrained))
         return {name: torch.stack(values) for name, values in result.items()}
+
+
+def _check_stored_shapes(module_name: str, flow: nn.Module) -> None:
+    """Raises a ``ValueError`` when Pyro's param store holds a value of another shape
+    under the name of one of ``flow``'s parameters: a guide of the same class (the same
+    name) built earlier with other sizes, whose values would otherwise be loaded into this
+    one and fail inside torch at the first pass."""
+    store = pyro.get_param_store()
+    for name, parameter in flow.named_parameters():
+        key = param_with_module_name(module_name, name)
+        if key in store and store[key].shape != parameter.shape:
+            raise ValueError(
+                f"{key}: Pyro's param store holds a value of shape {tuple(store[key].shape)} under this "
+                f"guide's name, but this guide's has shape {tuple(parameter.shape)} (a guide of the same class "
+                "was built with other sizes): call pyro.clear_param_store() first, or use a subclass, whose "
+                "parameters get its own name"
+            )
 
 
 @dataclass
